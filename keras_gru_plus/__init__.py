@@ -1,0 +1,20 @@
+"""keras_gru_plus: a GRU for Keras 3 written in `keras.ops`.
+
+`GRU` and `GRUCell` match `keras.layers.GRU` and `keras.layers.GRUCell`
+(same arguments, weights and numbers) on JAX, TensorFlow and PyTorch, and
+add back the Keras 2 arguments and methods. Both are registered for saving
+as `"keras_gru_plus>GRU"` and `"keras_gru_plus>GRUCell"`.
+"""
+
+import keras
+
+from keras_gru_plus.gru import GRU
+from keras_gru_plus.gru_cell import GRUCell
+from keras_gru_plus.version import __version__
+
+GRU = keras.saving.register_keras_serializable(package="keras_gru_plus")(GRU)
+GRUCell = keras.saving.register_keras_serializable(package="keras_gru_plus")(
+    GRUCell
+)
+
+__all__ = ["GRU", "GRUCell", "__version__"]

@@ -1,0 +1,567 @@
+"""`GRU`: the gated recurrent unit layer, a drop-in for `keras.layers.GRU`."""
+
+import keras
+from keras import activations
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_gru_plus import recurrence
+from keras_gru_plus import validation
+from keras_gru_plus.gru_cell import LAYER_KWARGS
+from keras_gru_plus.gru_cell import GRUCell
+
+
+class GRU(keras.Layer):
+    """Gated Recurrent Unit - Cho et al. 2014, written in `keras.ops`.
+
+    The same arguments, weights and numbers as `keras.layers.GRU`, with one
+    code path for JAX, TensorFlow and PyTorch, plus the Keras 2 (`tf.keras`)
+    arguments and methods that Keras 3 dropped (`time_major`,
+    `reset_states(states)`, the dropout-mask methods).
+
+    Gates are ordered (z, r, h): update, reset, candidate. With
+    `reset_after=True` (default, cuDNN compatible):
+
+    ```
+    z_t  = recurrent_activation(x_t W_z + b_z + h_{t-1} R_z + rb_z)
+    r_t  = recurrent_activation(x_t W_r + b_r + h_{t-1} R_r + rb_r)
+    hh_t = activation(x_t W_h + b_h + r_t * (h_{t-1} R_h + rb_h))
+    h_t  = z_t * h_{t-1} + (1 - z_t) * hh_t
+    ```
+
+    With `reset_after=False` (the original formulation),
+    `hh_t = activation(x_t W_h + b_h + (r_t * h_{t-1}) R_h)` and there is
+    no recurrent bias.
+
+    Weights live in `layer.cell` under the names Keras uses, so
+    `set_weights`, `.weights.h5` files and configs move between this layer
+    and `keras.layers.GRU`: `kernel` `(input_dim, 3 * units)`,
+    `recurrent_kernel` `(units, 3 * units)`, `bias` `(2, 3 * units)` when
+    `reset_after=True` (input bias, recurrent bias) else `(3 * units,)`.
+
+    The input projection of all time steps is made before the loop; the
+    loop (`keras.ops.scan`, or a Python loop with `unroll=True`) does one
+    recurrent matmul per step. Masks are applied inside the same loop.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function of the candidate. Default: `"tanh"`.
+            `None` means linear.
+        recurrent_activation: Activation function of the gates. Default:
+            `"sigmoid"`. `None` means linear.
+        use_bias: Boolean, whether the layer uses a bias. Default: `True`.
+        kernel_initializer: Initializer for `kernel`. Default:
+            `"glorot_uniform"`.
+        recurrent_initializer: Initializer for `recurrent_kernel`. Default:
+            `"orthogonal"`.
+        bias_initializer: Initializer for `bias`. Default: `"zeros"`.
+        kernel_regularizer: Regularizer for `kernel`. Default: `None`.
+        recurrent_regularizer: Regularizer for `recurrent_kernel`. Default:
+            `None`.
+        bias_regularizer: Regularizer for `bias`. Default: `None`.
+        activity_regularizer: Regularizer for the layer's output. Default:
+            `None`.
+        kernel_constraint: Constraint for `kernel`. Default: `None`.
+        recurrent_constraint: Constraint for `recurrent_kernel`. Default:
+            `None`.
+        bias_constraint: Constraint for `bias`. Default: `None`.
+        dropout: Float in [0, 1), fraction of the input units to drop, with
+            one mask per sequence. Default: `0.0`.
+        recurrent_dropout: Float in [0, 1), fraction of the state units to
+            drop in the recurrent matmul, one mask per sequence. Default:
+            `0.0`.
+        seed: Integer or `None`, seed of the dropout masks. Default: `None`.
+        return_sequences: Whether to return the output of every step, or
+            only the last. Default: `False`.
+        return_state: Whether to return the final state after the output.
+            Default: `False`.
+        go_backwards: Whether to process the sequence backwards; the
+            returned sequence is then in the reversed order, as in Keras.
+            Default: `False`.
+        stateful: Whether the final state of batch row `i` is the initial
+            state of row `i` in the next call. Needs a fixed batch size.
+            Default: `False`.
+        unroll: Whether to unroll the loop in Python (faster for short
+            sequences, more memory). Needs a known number of steps.
+            Default: `False`.
+        reset_after: Whether the reset gate is applied after the recurrent
+            matmul (`True`) or before it (`False`). Default: `True`.
+        zero_output_for_mask: Whether masked steps output zeros (`True`) or
+            repeat the previous output (`False`). Default: `False`.
+        time_major: Keras 2 argument. When `True` the inputs are
+            `(time, batch, features)`, a mask is `(time, batch)` and the
+            returned sequence is `(time, batch, units)`. Default: `False`.
+        implementation: Keras 2 argument, 0, 1 or 2; kept in the config.
+            `1` draws one dropout mask per gate, the others one shared mask.
+            Default: `2`.
+        use_cudnn: Keras 3 argument, `"auto"`, `True` or `False`; accepted
+            and kept in the config so configs load. This layer has one code
+            path on every device. Default: `"auto"`.
+        **kwargs: `keras.Layer` arguments (`name`, `dtype`, `trainable`,
+            `input_shape`).
+
+    Call arguments:
+        inputs: A 3-D tensor `(batch, time, features)`, or
+            `(time, batch, features)` with `time_major=True`.
+        mask: Optional boolean tensor `(batch, time)` (`(time, batch)` with
+            `time_major=True`); `False` skips the step: the state is kept.
+        training: Python boolean, whether dropout applies.
+        initial_state: Optional `(batch, units)` tensor, or a list holding
+            one; zeros by default (the stored state when `stateful=True`).
+
+    Returns:
+        The last output `(batch, units)`, or with `return_sequences=True`
+        every output `(batch, time, units)`; with `return_state=True`, the
+        tuple `(output, final_state)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_gru_plus
+    >>> inputs = np.random.random((32, 10, 8)).astype("float32")
+    >>> gru = keras_gru_plus.GRU(4)
+    >>> gru(inputs).shape
+    (32, 4)
+    >>> gru = keras_gru_plus.GRU(4, return_sequences=True, return_state=True)
+    >>> whole_sequence_output, final_state = gru(inputs)
+    >>> whole_sequence_output.shape
+    (32, 10, 4)
+    >>> final_state.shape
+    (32, 4)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        reset_after=True,
+        zero_output_for_mask=False,
+        time_major=False,
+        implementation=2,
+        use_cudnn="auto",
+        **kwargs,
+    ):
+        validation.check_kwargs(kwargs, LAYER_KWARGS, "GRU")
+        flags = {
+            name: validation.check_bool(name, value)
+            for name, value in (
+                ("return_sequences", return_sequences),
+                ("return_state", return_state),
+                ("go_backwards", go_backwards),
+                ("stateful", stateful),
+                ("unroll", unroll),
+                ("zero_output_for_mask", zero_output_for_mask),
+                ("time_major", time_major),
+            )
+        }
+        use_cudnn = validation.check_choice(
+            "use_cudnn", use_cudnn, ("auto", True, False)
+        )
+        cell = GRUCell(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            reset_after=reset_after,
+            seed=seed,
+            implementation=implementation,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="gru_cell",
+        )
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        self.return_sequences = flags["return_sequences"]
+        self.return_state = flags["return_state"]
+        self.go_backwards = flags["go_backwards"]
+        self.stateful = flags["stateful"]
+        self.unroll = flags["unroll"]
+        self.zero_output_for_mask = flags["zero_output_for_mask"]
+        self.time_major = flags["time_major"]
+        self.use_cudnn = use_cudnn
+        # The weights live in `self.cell`, as in `keras.layers.GRU`: the
+        # attribute name is part of the `.weights.h5` layout.
+        self.cell = cell
+        self.supports_masking = True
+        self.state_size = [cell.units]
+        self.states = None
+        self._expected_batch_size = None
+
+    def build(self, inputs_shape, initial_state_shape=None):
+        inputs_shape = tuple(inputs_shape)
+        validation.check_sequence(inputs_shape, self.time_major)
+        batch = inputs_shape[1] if self.time_major else inputs_shape[0]
+        if not self.cell.built:
+            self.cell.build((batch, inputs_shape[-1]))
+        if self.stateful:
+            if self.states is not None:
+                self.reset_state()
+            else:
+                if batch is None:
+                    raise ValueError(
+                        "When using `stateful=True`, the batch size must be "
+                        "static. Received inputs of shape "
+                        f"{inputs_shape} (pass `batch_size` to "
+                        "`keras.Input`)."
+                    )
+                self._create_state_variables(batch)
+
+    def call(self, inputs, mask=None, training=None, initial_state=None):
+        input_dim = self.cell.kernel.shape[0]
+        validation.check_sequence(
+            tuple(inputs.shape), self.time_major, input_dim
+        )
+        if self.time_major:
+            time, batch = inputs.shape[0], inputs.shape[1]
+        else:
+            batch, time = inputs.shape[0], inputs.shape[1]
+        if self.unroll and time is None:
+            raise ValueError(
+                "Cannot unroll a GRU when the time dimension is undefined: "
+                f"got inputs of shape {tuple(inputs.shape)}. Pass a `shape` "
+                "with the number of steps to `keras.Input`, or set "
+                "`unroll=False`."
+            )
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if mask is not None:
+            validation.check_mask(mask, batch, time, self.time_major)
+        if self.stateful and batch is not None:
+            if batch != self._expected_batch_size:
+                raise ValueError(
+                    "A stateful GRU needs the batch size of its state: "
+                    f"expected batch size {self._expected_batch_size}, "
+                    f"received inputs of shape {tuple(inputs.shape)}."
+                )
+        dynamic_batch = ops.shape(inputs)[1 if self.time_major else 0]
+        if initial_state is not None:
+            h0 = validation.check_initial_state(
+                initial_state, batch, self.cell.units
+            )
+        elif self.stateful:
+            # A copy, so that assigning the new state later leaves the
+            # autograd graph of this call intact on PyTorch.
+            h0 = ops.copy(self.states[0].value)
+        else:
+            h0 = self.get_initial_state(dynamic_batch)[0]
+        h0 = ops.cast(h0, self.compute_dtype)
+
+        # Time-major from here on: the loop slices axis 0.
+        sequence = inputs if self.time_major else ops.transpose(
+            inputs, (1, 0, 2)
+        )
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+            if not self.time_major:
+                mask = ops.transpose(mask, (1, 0))
+
+        input_masks, recurrent_masks = self._sequence_dropout_masks(
+            sequence[0], h0, training
+        )
+        cell = self.cell
+        input_bias, recurrent_bias = recurrence.split_bias(
+            cell.bias, cell.reset_after
+        )
+        x_gates = recurrence.project_inputs(
+            sequence, cell.kernel, input_bias, cell.units, input_masks
+        )
+        if self.go_backwards:
+            x_gates = tuple(ops.flip(x, axis=0) for x in x_gates)
+            if mask is not None:
+                mask = ops.flip(mask, axis=0)
+
+        last_output, outputs, state = recurrence.run_sequence(
+            x_gates,
+            h0,
+            cell.recurrent_kernel,
+            recurrent_bias,
+            cell.activation,
+            cell.recurrent_activation,
+            cell.reset_after,
+            mask=mask,
+            recurrent_masks=recurrent_masks,
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_sequences=self.return_sequences,
+            unroll=self.unroll,
+        )
+
+        if self.stateful:
+            self.states[0].assign(ops.cast(state, self.states[0].dtype))
+        if self.return_sequences:
+            output = outputs if self.time_major else ops.transpose(
+                outputs, (1, 0, 2)
+            )
+        else:
+            output = last_output
+        if self.return_state:
+            return output, state
+        return output
+
+    def get_config(self):
+        cell = self.cell
+        config = {
+            "units": cell.units,
+            "activation": activations.serialize(cell.activation),
+            "recurrent_activation": activations.serialize(
+                cell.recurrent_activation
+            ),
+            "use_bias": cell.use_bias,
+            "kernel_initializer": initializers.serialize(
+                cell.kernel_initializer
+            ),
+            "recurrent_initializer": initializers.serialize(
+                cell.recurrent_initializer
+            ),
+            "bias_initializer": initializers.serialize(cell.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(
+                cell.kernel_regularizer
+            ),
+            "recurrent_regularizer": regularizers.serialize(
+                cell.recurrent_regularizer
+            ),
+            "bias_regularizer": regularizers.serialize(cell.bias_regularizer),
+            "activity_regularizer": regularizers.serialize(
+                self.activity_regularizer
+            ),
+            "kernel_constraint": constraints.serialize(cell.kernel_constraint),
+            "recurrent_constraint": constraints.serialize(
+                cell.recurrent_constraint
+            ),
+            "bias_constraint": constraints.serialize(cell.bias_constraint),
+            "dropout": cell.dropout,
+            "recurrent_dropout": cell.recurrent_dropout,
+            "seed": cell.seed,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "unroll": self.unroll,
+            "reset_after": cell.reset_after,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "time_major": self.time_major,
+            "implementation": cell.implementation,
+            "use_cudnn": self.use_cudnn,
+        }
+        base_config = super().get_config()
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def compute_output_shape(self, inputs_shape, initial_state_shape=None):
+        if self.time_major:
+            time, batch = inputs_shape[0], inputs_shape[1]
+        else:
+            batch, time = inputs_shape[0], inputs_shape[1]
+        units = self.cell.units
+        if not self.return_sequences:
+            output_shape = (batch, units)
+        elif self.time_major:
+            output_shape = (time, batch, units)
+        else:
+            output_shape = (batch, time, units)
+        if self.return_state:
+            return output_shape, (batch, units)
+        return output_shape
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask, None]
+        return output_mask
+
+    def get_initial_state(self, batch_size):
+        """Zero state `[(batch_size, units)]` in the compute dtype."""
+        return self.cell.get_initial_state(batch_size)
+
+    # State of a stateful layer.
+
+    def _create_state_variables(self, batch_size):
+        # Not tracked as weights (set past the layer's attribute tracking),
+        # as in keras.layers.GRU: weight lists and weight files stay the
+        # same with and without `stateful`.
+        states = [
+            keras.Variable(
+                self.get_initial_state(batch_size)[0],
+                trainable=False,
+                dtype=self.variable_dtype,
+                name="rnn_state",
+            )
+        ]
+        object.__setattr__(self, "states", states)
+        self._expected_batch_size = batch_size
+
+    def reset_state(self):
+        """Sets the stored state of a stateful layer to zeros."""
+        if self.states is not None:
+            for v in self.states:
+                v.assign(ops.zeros_like(v.value))
+
+    def reset_states(self, states=None):
+        """Resets a stateful layer's state (Keras 2 semantics).
+
+        Args:
+            states: `None` for zeros, or the new state: a NumPy array or
+                tensor of shape `(batch, units)`, or a list holding one.
+
+        Raises:
+            ValueError: when `states` is given to a layer that is not
+                stateful or not built, or has the wrong count or shape.
+        """
+        if states is None:
+            self.reset_state()
+            return
+        if not self.stateful:
+            raise ValueError(
+                "Received an invalid value for argument `states`: "
+                "`reset_states(states)` needs a layer built with "
+                f"`stateful=True`, got stateful={self.stateful}."
+            )
+        if self.states is None:
+            raise ValueError(
+                "Received an invalid value for argument `states`: the layer "
+                "is not built yet, so it has no state to set. Call it on "
+                "inputs (or `build` it) first."
+            )
+        value = validation.check_initial_state(
+            states, self._expected_batch_size, self.cell.units
+        )
+        self.states[0].assign(ops.cast(value, self.states[0].dtype))
+
+    # Dropout masks (Keras 2 API), forwarded to the cell that owns them.
+
+    def get_dropout_mask_for_cell(self, inputs, training, count=1):
+        """Input dropout mask `(batch, features)`, cached until reset.
+
+        Args:
+            inputs: The layer's input sequence (in its layout, so
+                `(time, batch, features)` with `time_major=True`) or one
+                step `(batch, features)`.
+            training: Whether dropout applies; when false the mask is ones.
+            count: How many masks to return.
+
+        Returns:
+            `None` when `dropout == 0`, else a mask or a list of `count`.
+            The next call of the layer uses (then clears) the cached mask.
+        """
+        return self.cell.get_dropout_mask_for_cell(
+            self._step(inputs), training, count
+        )
+
+    def get_recurrent_dropout_mask_for_cell(self, inputs, training, count=1):
+        """Recurrent dropout mask `(batch, units)`, cached until reset.
+
+        Args:
+            inputs: The input sequence, one step, or the state; only its
+                batch size is used.
+            training: Whether dropout applies; when false the mask is ones.
+            count: How many masks to return.
+
+        Returns:
+            `None` when `recurrent_dropout == 0`, else a mask or a list.
+        """
+        return self.cell.get_recurrent_dropout_mask_for_cell(
+            self._step(inputs), training, count
+        )
+
+    def reset_dropout_mask(self):
+        """Clears the cached input dropout mask."""
+        self.cell.reset_dropout_mask()
+
+    def reset_recurrent_dropout_mask(self):
+        """Clears the cached recurrent dropout mask."""
+        self.cell.reset_recurrent_dropout_mask()
+
+    def _step(self, inputs):
+        """One step `(batch, features)` of a sequence in the layer's layout."""
+        if len(inputs.shape) != 3:
+            return inputs
+        return inputs[0] if self.time_major else inputs[:, 0, :]
+
+    def _sequence_dropout_masks(self, step_input, h0, training):
+        """Masks for one call: cached ones if prepared, then cleared."""
+        cell = self.cell
+        count = cell.dropout_mask_count
+        try:
+            input_masks = recurrent_masks = None
+            if training and cell.dropout > 0:
+                masks = cell.get_dropout_mask_for_cell(
+                    step_input, True, count
+                )
+                input_masks = tuple(masks) if count > 1 else (masks,)
+            if training and cell.recurrent_dropout > 0:
+                masks = cell.get_recurrent_dropout_mask_for_cell(
+                    h0, True, count
+                )
+                recurrent_masks = tuple(masks) if count > 1 else (masks,)
+        finally:
+            cell.reset_dropout_mask()
+            cell.reset_recurrent_dropout_mask()
+        return input_masks, recurrent_masks
+
+
+# `keras.layers.GRU` exposes the cell's configuration on the layer.
+def _cell_property(name):
+    return property(
+        lambda self: getattr(self.cell, name),
+        doc=f"`{name}` of the cell; see `GRUCell`.",
+    )
+
+
+for _name in (
+    "units",
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "dropout",
+    "recurrent_dropout",
+    "reset_after",
+    "seed",
+    "implementation",
+):
+    setattr(GRU, _name, _cell_property(_name))
+del _name

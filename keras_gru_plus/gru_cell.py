@@ -1,0 +1,378 @@
+"""`GRUCell`: one step of the GRU, and the owner of its weights."""
+
+import keras
+from keras import activations
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_gru_plus import recurrence
+from keras_gru_plus import validation
+
+# Keyword arguments `keras.Layer` understands, on top of the named ones.
+LAYER_KWARGS = (
+    "name",
+    "dtype",
+    "trainable",
+    "autocast",
+    "input_shape",
+    "input_dim",
+    "batch_input_shape",
+    "batch_size",
+    "weights",
+)
+
+
+class GRUCell(keras.Layer):
+    """Cell class for the GRU layer: one time step.
+
+    The same weights, gate order and equations as `keras.layers.GRUCell`,
+    written with `keras.ops` only. Gates are ordered (z, r, h): update,
+    reset, candidate. With `reset_after=True` (default):
+
+    ```
+    z  = recurrent_activation(x W_z + b_z + h R_z + rb_z)
+    r  = recurrent_activation(x W_r + b_r + h R_r + rb_r)
+    hh = activation(x W_h + b_h + r * (h R_h + rb_h))
+    h' = z * h + (1 - z) * hh
+    ```
+
+    With `reset_after=False` the candidate is
+    `activation(x W_h + b_h + (r * h) R_h)` and there is no recurrent bias.
+
+    Weights: `kernel` `(input_dim, 3 * units)`, `recurrent_kernel`
+    `(units, 3 * units)`, `bias` `(2, 3 * units)` (row 0 input bias, row 1
+    recurrent bias) when `reset_after=True`, else `(3 * units,)`.
+
+    The cell can drive `keras.layers.RNN` and `keras.layers.StackedRNNCells`.
+    `keras_gru_plus.GRU` uses the same step function over a whole sequence.
+
+    Dropout is variational: one mask per sequence, the same at every step.
+    `keras_gru_plus.GRU` draws the masks before its loop. A loop that does
+    not (such as `keras.layers.RNN`) gets masks drawn for each step unless
+    they were prepared with `get_dropout_mask_for_cell` and
+    `get_recurrent_dropout_mask_for_cell` before the loop.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        activation: Activation function of the candidate. Default: `"tanh"`.
+            `None` means linear.
+        recurrent_activation: Activation function of the gates. Default:
+            `"sigmoid"`. `None` means linear.
+        use_bias: Boolean, whether the cell uses a bias. Default: `True`.
+        kernel_initializer: Initializer for `kernel`. Default:
+            `"glorot_uniform"`.
+        recurrent_initializer: Initializer for `recurrent_kernel`. Default:
+            `"orthogonal"`.
+        bias_initializer: Initializer for `bias`. Default: `"zeros"`.
+        kernel_regularizer: Regularizer for `kernel`. Default: `None`.
+        recurrent_regularizer: Regularizer for `recurrent_kernel`. Default:
+            `None`.
+        bias_regularizer: Regularizer for `bias`. Default: `None`.
+        kernel_constraint: Constraint for `kernel`. Default: `None`.
+        recurrent_constraint: Constraint for `recurrent_kernel`. Default:
+            `None`.
+        bias_constraint: Constraint for `bias`. Default: `None`.
+        dropout: Float in [0, 1), fraction of the input units to drop.
+            Default: `0.0`.
+        recurrent_dropout: Float in [0, 1), fraction of the state units to
+            drop in the recurrent matmul. Default: `0.0`.
+        reset_after: Whether the reset gate is applied after the recurrent
+            matmul (`True`, cuDNN compatible) or before it (`False`).
+            Default: `True`.
+        seed: Integer or `None`, seed of the dropout masks. Default: `None`.
+        implementation: Legacy Keras 2 argument, 0, 1 or 2. `1` draws three
+            dropout masks per kind, one per gate; `0` and `2` draw one
+            shared by the three gates. The numbers are otherwise identical.
+            Default: `2`.
+        **kwargs: `keras.Layer` arguments (`name`, `dtype`, `trainable`).
+
+    Call arguments:
+        inputs: A 2-D tensor `(batch, input_dim)`.
+        states: The previous state `(batch, units)`, or a list holding it.
+        training: Python boolean, whether dropout applies.
+
+    Returns:
+        `(h, new_states)`: the new state `(batch, units)` as the output, and
+        the new state in the same structure as `states`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras
+    >>> import keras_gru_plus
+    >>> rnn = keras.layers.RNN(keras_gru_plus.GRUCell(4))
+    >>> rnn(np.ones((2, 5, 3), "float32")).shape
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        reset_after=True,
+        seed=None,
+        implementation=2,
+        **kwargs,
+    ):
+        validation.check_kwargs(kwargs, LAYER_KWARGS, "GRUCell")
+        units = validation.check_units(units)
+        dropout = validation.check_rate("dropout", dropout)
+        recurrent_dropout = validation.check_rate(
+            "recurrent_dropout", recurrent_dropout
+        )
+        use_bias = validation.check_bool("use_bias", use_bias)
+        reset_after = validation.check_bool("reset_after", reset_after)
+        implementation = validation.check_choice(
+            "implementation", implementation, (0, 1, 2)
+        )
+        seed = validation.check_seed(seed)
+        super().__init__(**kwargs)
+        self.units = units
+        self.dropout = dropout
+        self.recurrent_dropout = recurrent_dropout
+        self.use_bias = use_bias
+        self.reset_after = reset_after
+        self.implementation = implementation
+        self.seed = seed
+        self.activation = activations.get(activation)
+        self.recurrent_activation = activations.get(recurrent_activation)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.recurrent_constraint = constraints.get(recurrent_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.seed_generator = keras.random.SeedGenerator(seed=self.seed)
+        self.state_size = self.units
+        self.output_size = self.units
+        # Masks per sequence, cached until reset; keyed by (count, training).
+        self._dropout_masks = {}
+        self._recurrent_dropout_masks = {}
+
+    @property
+    def dropout_mask_count(self):
+        """Masks drawn per dropout kind: one per gate with implementation 1."""
+        return 3 if self.implementation == 1 else 1
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "Received an invalid value for argument `inputs`, expected a "
+                f"known last (features) dimension, got shape {input_shape}."
+            )
+        self.kernel = self.add_weight(
+            shape=(input_dim, 3 * self.units),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, 3 * self.units),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        if self.use_bias:
+            # reset_after=True keeps separate input and recurrent biases as
+            # rows of one (2, 3 * units) array. The shape differs on purpose
+            # from CuDNNGRU's flat (6 * units,) so weight files tell them
+            # apart.
+            bias_shape = (
+                (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+            )
+            self.bias = self.add_weight(
+                shape=bias_shape,
+                name="bias",
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+
+    def call(self, inputs, states, training=False):
+        nested = isinstance(states, (list, tuple))
+        h_tm1 = states[0] if nested else states
+        input_masks = self.step_masks(inputs, h_tm1, training, recurrent=False)
+        recurrent_masks = self.step_masks(
+            inputs, h_tm1, training, recurrent=True
+        )
+        input_bias, recurrent_bias = recurrence.split_bias(
+            self.bias, self.reset_after
+        )
+        x_gates = recurrence.project_inputs(
+            inputs, self.kernel, input_bias, self.units, input_masks
+        )
+        h = recurrence.gru_step(
+            h_tm1,
+            x_gates,
+            self.recurrent_kernel,
+            recurrent_bias,
+            self.activation,
+            self.recurrent_activation,
+            self.reset_after,
+            recurrent_masks,
+        )
+        return h, ([h] if nested else h)
+
+    def get_config(self):
+        config = {
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "recurrent_activation": activations.serialize(
+                self.recurrent_activation
+            ),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(
+                self.kernel_initializer
+            ),
+            "recurrent_initializer": initializers.serialize(
+                self.recurrent_initializer
+            ),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(
+                self.kernel_regularizer
+            ),
+            "recurrent_regularizer": regularizers.serialize(
+                self.recurrent_regularizer
+            ),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "recurrent_constraint": constraints.serialize(
+                self.recurrent_constraint
+            ),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "reset_after": self.reset_after,
+            "seed": self.seed,
+            "implementation": self.implementation,
+        }
+        base_config = super().get_config()
+        return {**base_config, **config}
+
+    def get_initial_state(self, batch_size=None):
+        """Zero state `[(batch_size, units)]` in the compute dtype."""
+        return [
+            ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
+        ]
+
+    # Dropout masks (the Keras 2 `DropoutRNNCellMixin` API).
+
+    def get_dropout_mask_for_cell(self, inputs, training, count=1):
+        """Returns the input dropout mask, drawing and caching it if needed.
+
+        Args:
+            inputs: The step input `(batch, input_dim)` whose shape the mask
+                takes. A 3-D `(batch, time, input_dim)` sequence is accepted
+                too: the mask is one step's, used at every step.
+            training: Whether dropout applies. When false the mask is ones.
+            count: How many masks to return (Keras 2 used 3, one per gate).
+
+        Returns:
+            `None` when `dropout == 0`; else one `(batch, input_dim)` mask
+            (`count=1`) or a list of `count` masks, with kept entries scaled
+            by `1 / (1 - dropout)`. The same masks come back until
+            `reset_dropout_mask()`.
+        """
+        if self.dropout == 0:
+            return None
+        step = inputs[:, 0, :] if len(inputs.shape) == 3 else inputs
+        return self._cached_masks(
+            self._dropout_masks, step, self.dropout, training, count
+        )
+
+    def get_recurrent_dropout_mask_for_cell(self, inputs, training, count=1):
+        """Returns the recurrent dropout mask, drawing and caching it if needed.
+
+        Args:
+            inputs: A tensor whose first axis is the batch, such as the
+                previous state `(batch, units)`; the mask is
+                `(batch, units)`.
+            training: Whether dropout applies. When false the mask is ones.
+            count: How many masks to return.
+
+        Returns:
+            `None` when `recurrent_dropout == 0`; else one `(batch, units)`
+            mask or a list of `count`, scaled by
+            `1 / (1 - recurrent_dropout)`, cached until
+            `reset_recurrent_dropout_mask()`.
+        """
+        if self.recurrent_dropout == 0:
+            return None
+        like = ops.zeros(
+            (ops.shape(inputs)[0], self.units), dtype=self.compute_dtype
+        )
+        return self._cached_masks(
+            self._recurrent_dropout_masks,
+            like,
+            self.recurrent_dropout,
+            training,
+            count,
+        )
+
+    def reset_dropout_mask(self):
+        """Clears the cached input dropout mask; the next call draws anew."""
+        self._dropout_masks = {}
+
+    def reset_recurrent_dropout_mask(self):
+        """Clears the cached recurrent dropout mask."""
+        self._recurrent_dropout_masks = {}
+
+    def step_masks(self, inputs, h_tm1, training, recurrent):
+        """The masks one step applies, as a tuple, or `None` for no dropout.
+
+        Uses masks cached by the `get_*_mask_for_cell` methods, and draws
+        fresh ones (not cached) when the driving loop prepared none.
+        """
+        rate = self.recurrent_dropout if recurrent else self.dropout
+        if not training or rate == 0:
+            return None
+        cache = (
+            self._recurrent_dropout_masks
+            if recurrent
+            else self._dropout_masks
+        )
+        masks = cache.get((self.dropout_mask_count, True))
+        if masks is None:
+            like = h_tm1 if recurrent else inputs
+            masks = self._draw_masks(like, rate, self.dropout_mask_count)
+        return masks
+
+    def _cached_masks(self, cache, like, rate, training, count):
+        key = (count, bool(training))
+        if key not in cache:
+            if training:
+                cache[key] = self._draw_masks(like, rate, count)
+            else:
+                cache[key] = tuple(ops.ones_like(like) for _ in range(count))
+        masks = cache[key]
+        return masks[0] if count == 1 else list(masks)
+
+    def _draw_masks(self, like, rate, count):
+        ones = ops.ones_like(like)
+        return tuple(
+            keras.random.dropout(ones, rate=rate, seed=self.seed_generator)
+            for _ in range(count)
+        )

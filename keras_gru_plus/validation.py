@@ -1,0 +1,154 @@
+"""Argument checks shared by `GRU` and `GRUCell`.
+
+Each check raises before any backend op runs, with a message that names the
+argument, the value received and what was expected, in the wording Keras
+uses: "Received an invalid value for argument `units`, expected a positive
+integer, got 0."
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _invalid(name, expected, value):
+    return (
+        f"Received an invalid value for argument `{name}`, expected "
+        f"{expected}, got {value!r}."
+    )
+
+
+def check_units(units):
+    """`units` must be a positive integer (not a bool, not a float)."""
+    if isinstance(units, (bool, np.bool_)) or not isinstance(
+        units, numbers.Integral
+    ):
+        raise TypeError(_invalid("units", "a positive integer", units))
+    if units <= 0:
+        raise ValueError(_invalid("units", "a positive integer", units))
+    return int(units)
+
+
+def check_rate(name, value):
+    """A dropout rate must be a real number in [0, 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, numbers.Real
+    ):
+        raise TypeError(_invalid(name, "a float in the range [0, 1)", value))
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise ValueError(_invalid(name, "a float in the range [0, 1)", value))
+    return float(value)
+
+
+def check_bool(name, value):
+    """A flag must be a bool (NumPy bools and the integers 0 and 1 pass)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(_invalid(name, "a boolean (True or False)", value))
+
+
+def check_choice(name, value, choices):
+    """`value` must be one of `choices` (compared with `==`, bools exact)."""
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return value
+        if isinstance(choice, bool) and isinstance(value, np.bool_):
+            if bool(value) == choice:
+                return choice
+    raise ValueError(_invalid(name, f"one of {list(choices)}", value))
+
+
+def check_seed(seed):
+    """`seed` is `None` or a non-negative integer."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(
+        seed, numbers.Integral
+    ):
+        raise TypeError(_invalid("seed", "None or an integer", seed))
+    return int(seed)
+
+
+def check_kwargs(kwargs, allowed, layer_name):
+    """Unknown keyword arguments raise a `TypeError` naming each of them."""
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{layer_name} got unknown keyword argument(s) "
+            f"{', '.join(f'`{k}`' for k in unknown)} "
+            f"(values: {', '.join(repr(kwargs[k]) for k in unknown)}). "
+            f"Expected the arguments of `keras.layers.GRU`; see "
+            f"`help(keras_gru_plus.{layer_name})`."
+        )
+
+
+def _shape(value):
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        shape = np.shape(value)
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def check_sequence(shape, time_major, input_dim=None, name="inputs"):
+    """Inputs are 3-D; after build, their last axis is the built input_dim."""
+    layout = "(time, batch, features)" if time_major else (
+        "(batch, time, features)"
+    )
+    if len(shape) != 3:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"3-D tensor of shape {layout}, got a tensor of rank "
+            f"{len(shape)} with shape {tuple(shape)}."
+        )
+    if shape[-1] is None:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"known last (features) dimension, got shape {tuple(shape)}."
+        )
+    if input_dim is not None and shape[-1] != input_dim:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected "
+            f"{input_dim} features (the size the layer was built with), got "
+            f"shape {tuple(shape)}."
+        )
+
+
+def _compatible(actual, expected):
+    return len(actual) == len(expected) and all(
+        a is None or e is None or a == e for a, e in zip(actual, expected)
+    )
+
+
+def check_mask(mask, batch, time, time_major):
+    """A mask is boolean-like with shape (batch, time), or (time, batch)."""
+    shape = _shape(mask)
+    expected = (time, batch) if time_major else (batch, time)
+    layout = "(time, batch)" if time_major else "(batch, time)"
+    if not _compatible(shape, expected):
+        raise ValueError(
+            f"Received an invalid value for argument `mask`, expected shape "
+            f"{layout} = {expected} to match the inputs, got shape {shape}."
+        )
+
+
+def check_initial_state(initial_state, batch, units):
+    """One state tensor of shape (batch, units), bare or in a list of one."""
+    if isinstance(initial_state, (list, tuple)):
+        if len(initial_state) != 1:
+            raise ValueError(
+                "Received an invalid value for argument `initial_state`, "
+                "expected one state tensor (a GRU has a single state), got "
+                f"a {type(initial_state).__name__} of {len(initial_state)}."
+            )
+        initial_state = initial_state[0]
+    shape = _shape(initial_state)
+    expected = (batch, units)
+    if not _compatible(shape, expected):
+        raise ValueError(
+            "Received an invalid value for argument `initial_state`, expected "
+            f"shape (batch, units) = {expected}, got shape {shape}."
+        )
+    return initial_state
