@@ -370,10 +370,13 @@ class GRU(keras.Layer):
             "unroll": self.unroll,
             "reset_after": cell.reset_after,
             "zero_output_for_mask": self.zero_output_for_mask,
-            "time_major": self.time_major,
             "implementation": cell.implementation,
             "use_cudnn": self.use_cudnn,
         }
+        # `time_major` is Keras 2 only: written when set, so that a default
+        # config also loads into keras.layers.GRU.
+        if self.time_major:
+            config["time_major"] = True
         base_config = super().get_config()
         return {**base_config, **config}
 

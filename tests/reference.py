@@ -1,0 +1,92 @@
+"""A float64 NumPy GRU written from the documented equations.
+
+Independent of the package: no keras, no code shared with keras_gru_plus.
+Gates are ordered (z, r, h) in every fused weight.
+"""
+
+import numpy as np
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _hard_sigmoid(x):
+    # Keras 3: relu6(x + 3) / 6.
+    return np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+ACTIVATIONS = {
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "hard_sigmoid": _hard_sigmoid,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "linear": lambda x: x,
+    None: lambda x: x,
+}
+
+
+def gru_step(x, h, kernel, recurrent_kernel, bias, reset_after,
+             activation="tanh", recurrent_activation="sigmoid",
+             input_mask=None, recurrent_mask=None):
+    """One step: x (batch, features), h (batch, units) -> new h."""
+    act = ACTIVATIONS[activation]
+    rec_act = ACTIVATIONS[recurrent_activation]
+    u = h.shape[-1]
+    W = np.asarray(kernel, np.float64)
+    R = np.asarray(recurrent_kernel, np.float64)
+    if bias is None:
+        b_in = np.zeros(3 * u)
+        b_rec = np.zeros(3 * u)
+    elif reset_after:
+        b_in, b_rec = np.asarray(bias, np.float64)
+    else:
+        b_in, b_rec = np.asarray(bias, np.float64), np.zeros(3 * u)
+    xd = x if input_mask is None else x * input_mask
+    hd = h if recurrent_mask is None else h * recurrent_mask
+    xz = xd @ W[:, :u] + b_in[:u]
+    xr = xd @ W[:, u:2 * u] + b_in[u:2 * u]
+    xh = xd @ W[:, 2 * u:] + b_in[2 * u:]
+    z = rec_act(xz + hd @ R[:, :u] + b_rec[:u])
+    r = rec_act(xr + hd @ R[:, u:2 * u] + b_rec[u:2 * u])
+    if reset_after:
+        hh = act(xh + r * (hd @ R[:, 2 * u:] + b_rec[2 * u:]))
+    else:
+        hh = act(xh + (r * hd) @ R[:, 2 * u:])
+    return z * h + (1.0 - z) * hh
+
+
+def gru_sequence(x, kernel, recurrent_kernel, bias, *, reset_after=True,
+                 activation="tanh", recurrent_activation="sigmoid",
+                 mask=None, initial_state=None, go_backwards=False,
+                 zero_output_for_mask=False, input_mask=None,
+                 recurrent_mask=None):
+    """A whole layer call on batch-major x (batch, time, features).
+
+    Returns `(outputs, last_output, final_state)`; `outputs` is in the
+    order the steps were taken (reversed with `go_backwards`), as in Keras.
+    A masked step keeps the state; its output is zeros with
+    `zero_output_for_mask`, else the previous output (zeros before the
+    first step).
+    """
+    x = np.asarray(x, np.float64)
+    batch, time, _ = x.shape
+    units = np.asarray(recurrent_kernel).shape[0]
+    h = (np.zeros((batch, units)) if initial_state is None
+         else np.asarray(initial_state, np.float64))
+    m = np.ones((batch, time), bool) if mask is None else np.asarray(mask, bool)
+    order = range(time - 1, -1, -1) if go_backwards else range(time)
+    prev_out = np.zeros((batch, units))
+    outputs = []
+    for t in order:
+        h_new = gru_step(x[:, t], h, kernel, recurrent_kernel, bias,
+                         reset_after, activation, recurrent_activation,
+                         input_mask, recurrent_mask)
+        mt = m[:, t][:, None]
+        h = np.where(mt, h_new, h)
+        fill = np.zeros_like(h_new) if zero_output_for_mask else prev_out
+        out = np.where(mt, h_new, fill)
+        outputs.append(out)
+        prev_out = out
+    outputs = np.stack(outputs, axis=1)
+    return outputs, outputs[:, -1], h
