@@ -410,7 +410,9 @@ class GRU(keras.Layer):
 
     def get_initial_state(self, batch_size):
         """Zero state `[(batch_size, units)]` in the compute dtype."""
-        return self.cell.get_initial_state(batch_size)
+        return [
+            ops.zeros((batch_size, self.cell.units), dtype=self.compute_dtype)
+        ]
 
     # State of a stateful layer.
 

@@ -49,10 +49,12 @@ class GRUCell(keras.Layer):
     `keras_gru_plus.GRU` uses the same step function over a whole sequence.
 
     Dropout is variational: one mask per sequence, the same at every step.
-    `keras_gru_plus.GRU` draws the masks before its loop. A loop that does
-    not (such as `keras.layers.RNN`) gets masks drawn for each step unless
-    they were prepared with `get_dropout_mask_for_cell` and
-    `get_recurrent_dropout_mask_for_cell` before the loop.
+    `keras_gru_plus.GRU` draws the masks before its loop; under
+    `keras.layers.RNN` they are drawn by `get_initial_state`, which that
+    loop calls once per sequence. A loop that provides its own initial
+    state and prepares no masks (`get_dropout_mask_for_cell`) gets masks
+    drawn at each step (not variational; not possible inside a JAX-traced
+    loop).
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -273,10 +275,25 @@ class GRUCell(keras.Layer):
         return {**base_config, **config}
 
     def get_initial_state(self, batch_size=None):
-        """Zero state `[(batch_size, units)]` in the compute dtype."""
-        return [
-            ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
-        ]
+        """Zero state `[(batch_size, units)]` in the compute dtype.
+
+        With dropout, this also draws the sequence's dropout masks: loops
+        such as `keras.layers.RNN` ask for the initial state once per
+        sequence, before the loop, so the steps then share one mask
+        (variational dropout) and no random state changes inside a traced
+        loop.
+        """
+        state = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
+        if self.built and (self.dropout > 0 or self.recurrent_dropout > 0):
+            self.reset_dropout_mask()
+            self.reset_recurrent_dropout_mask()
+            count = self.dropout_mask_count
+            input_like = ops.zeros(
+                (batch_size, self.kernel.shape[0]), dtype=self.compute_dtype
+            )
+            self.get_dropout_mask_for_cell(input_like, True, count)
+            self.get_recurrent_dropout_mask_for_cell(state, True, count)
+        return [state]
 
     # Dropout masks (the Keras 2 `DropoutRNNCellMixin` API).
 

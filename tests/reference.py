@@ -26,10 +26,25 @@ ACTIVATIONS = {
 }
 
 
+def _per_gate(mask):
+    """A dropout mask shared by the gates, or a tuple of one per gate."""
+    if isinstance(mask, (list, tuple)):
+        return tuple(np.asarray(m, np.float64) for m in mask)
+    return (mask, mask, mask)
+
+
+def _apply(value, mask):
+    return value if mask is None else value * np.asarray(mask, np.float64)
+
+
 def gru_step(x, h, kernel, recurrent_kernel, bias, reset_after,
              activation="tanh", recurrent_activation="sigmoid",
              input_mask=None, recurrent_mask=None):
-    """One step: x (batch, features), h (batch, units) -> new h."""
+    """One step: x (batch, features), h (batch, units) -> new h.
+
+    Dropout masks multiply the inputs of the projections (one mask for all
+    gates, or a tuple (z, r, h)); the interpolation uses the undropped h.
+    """
     act = ACTIVATIONS[activation]
     rec_act = ACTIVATIONS[recurrent_activation]
     u = h.shape[-1]
@@ -42,17 +57,18 @@ def gru_step(x, h, kernel, recurrent_kernel, bias, reset_after,
         b_in, b_rec = np.asarray(bias, np.float64)
     else:
         b_in, b_rec = np.asarray(bias, np.float64), np.zeros(3 * u)
-    xd = x if input_mask is None else x * input_mask
-    hd = h if recurrent_mask is None else h * recurrent_mask
-    xz = xd @ W[:, :u] + b_in[:u]
-    xr = xd @ W[:, u:2 * u] + b_in[u:2 * u]
-    xh = xd @ W[:, 2 * u:] + b_in[2 * u:]
-    z = rec_act(xz + hd @ R[:, :u] + b_rec[:u])
-    r = rec_act(xr + hd @ R[:, u:2 * u] + b_rec[u:2 * u])
+    mx = _per_gate(input_mask)
+    mh = _per_gate(recurrent_mask)
+    xz = _apply(x, mx[0]) @ W[:, :u] + b_in[:u]
+    xr = _apply(x, mx[1]) @ W[:, u:2 * u] + b_in[u:2 * u]
+    xh = _apply(x, mx[2]) @ W[:, 2 * u:] + b_in[2 * u:]
+    hz, hr, hh_in = (_apply(h, m) for m in mh)
+    z = rec_act(xz + hz @ R[:, :u] + b_rec[:u])
+    r = rec_act(xr + hr @ R[:, u:2 * u] + b_rec[u:2 * u])
     if reset_after:
-        hh = act(xh + r * (hd @ R[:, 2 * u:] + b_rec[2 * u:]))
+        hh = act(xh + r * (hh_in @ R[:, 2 * u:] + b_rec[2 * u:]))
     else:
-        hh = act(xh + (r * hd) @ R[:, 2 * u:])
+        hh = act(xh + (r * hh_in) @ R[:, 2 * u:])
     return z * h + (1.0 - z) * hh
 
 
