@@ -291,11 +291,19 @@ class GRU(keras.Layer):
             sequence[0], h0, training
         )
         cell = self.cell
+        # Weights read once, before the loop: no variable reads inside it
+        # (TensorFlow under XLA cannot differentiate a loop that reads a
+        # variable), and under mixed precision they arrive already cast.
+        # (`ops.copy`, since TensorFlow's `convert_to_tensor` hands a
+        # variable back unread.)
+        kernel = ops.copy(cell.kernel)
+        recurrent_kernel = ops.copy(cell.recurrent_kernel)
+        bias = None if cell.bias is None else ops.copy(cell.bias)
         input_bias, recurrent_bias = recurrence.split_bias(
-            cell.bias, cell.reset_after
+            bias, cell.reset_after
         )
         x_gates = recurrence.project_inputs(
-            sequence, cell.kernel, input_bias, cell.units, input_masks
+            sequence, kernel, input_bias, cell.units, input_masks
         )
         if self.go_backwards:
             x_gates = tuple(ops.flip(x, axis=0) for x in x_gates)
@@ -305,7 +313,7 @@ class GRU(keras.Layer):
         last_output, outputs, state = recurrence.run_sequence(
             x_gates,
             h0,
-            cell.recurrent_kernel,
+            recurrent_kernel,
             recurrent_bias,
             cell.activation,
             cell.recurrent_activation,

@@ -28,6 +28,9 @@ the loop, so each step only does the recurrent matmul.
 
 from keras import ops
 
+from keras_gru_plus import bptt
+from keras_gru_plus import scan
+
 
 def split_bias(bias, reset_after):
     """Splits the stored bias into `(input_bias, recurrent_bias)`.
@@ -248,15 +251,25 @@ def run_sequence(
         for t in range(x_gates[0].shape[0]):
             h, _ = step(h, tuple(x[t] for x in xs))
             states.append(h)
-        states = ops.stack(states) if return_sequences else None
-    elif return_sequences:
-        h, states = ops.scan(step, initial_state, xs)
+        states = ops.stack(states)
+    elif bptt.supports(activation, recurrent_activation, recurrent_masks):
+        # The same recurrence with a hand-written backward pass.
+        states = bptt.gru_states(
+            x_gates,
+            initial_state,
+            recurrent_kernel,
+            recurrent_bias,
+            activation,
+            recurrent_activation,
+            reset_after,
+            mask=mask,
+            recurrent_mask=None if recurrent_masks is None
+            else recurrent_masks[0],
+        )
+        h = states[-1]
     else:
-        # Only the final state is needed: a loop with no stacked outputs.
-        def body(t, h):
-            return step(h, tuple(x[t] for x in xs))[0]
-
-        h = ops.fori_loop(0, ops.shape(x_gates[0])[0], body, initial_state)
+        h, states = scan.scan(step, initial_state, xs)
+    if not return_sequences:
         states = None
 
     if mask is None:
@@ -274,3 +287,4 @@ def run_sequence(
     if return_sequences:
         outputs = ops.where(keep, states, ops.zeros_like(states))
     return last_output, outputs, h
+

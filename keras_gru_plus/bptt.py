@@ -1,0 +1,276 @@
+"""The GRU state sequence with a hand-written backward pass (BPTT).
+
+`gru_states` runs the recurrence forward with `keras.ops.scan` and carries
+only the state. Its gradient, given through `keras.ops.custom_gradient`,
+is derived from the documented equations (see `recurrence.py`):
+
+- Everything that does not depend on the gradient of the next step is
+  recomputed after the forward loop in a vectorized way: the recurrent
+  matmul of every step at once, `(time * batch, units) x (units, 3 * units)`,
+  then the gates and the activation slopes.
+- Only the recurrence of `dL/dh` is sequential: one reverse scan, with one
+  fused matmul per step (two with `reset_after=False`).
+- The weight gradients are single large matmuls after the loop,
+  `dR = H_prev^T dA`, the way fused RNN kernels get their speed.
+
+This avoids storing autodiff intermediates of every step, and it lets
+TensorFlow compile the training step with XLA: autodiff through its
+`while_loop` needs a bounded loop, which `keras.ops.scan` does not give.
+
+The slopes of the activations are taken from their outputs, so this path
+serves the activations listed in `_SLOPES`; the layer falls back to
+autodiff for any other.
+"""
+
+from keras import activations
+from keras import ops
+
+from keras_gru_plus import scan
+
+
+def _tanh_slope(y):
+    return 1.0 - y * y
+
+
+def _sigmoid_slope(y):
+    return y * (1.0 - y)
+
+
+def _relu_slope(y):
+    return ops.cast(y > 0, y.dtype)
+
+
+def _linear_slope(y):
+    return ops.ones_like(y)
+
+
+def _hard_sigmoid_slope(y):
+    # Keras 3: relu6(x + 3) / 6, slope 1/6 strictly inside (0, 1).
+    return ops.cast((y > 0) & (y < 1), y.dtype) / 6.0
+
+
+_SLOPES = (
+    (activations.tanh, _tanh_slope),
+    (ops.tanh, _tanh_slope),
+    (activations.sigmoid, _sigmoid_slope),
+    (ops.sigmoid, _sigmoid_slope),
+    (activations.relu, _relu_slope),
+    (ops.relu, _relu_slope),
+    (activations.linear, _linear_slope),
+    (activations.hard_sigmoid, _hard_sigmoid_slope),
+    (ops.hard_sigmoid, _hard_sigmoid_slope),
+)
+
+
+def slope_of(activation):
+    """`dy/dx` as a function of the output `y`, or `None` if unknown."""
+    for known, slope in _SLOPES:
+        if activation is known:
+            return slope
+    return None
+
+
+def supports(activation, recurrent_activation, recurrent_masks):
+    """Whether `gru_states` can serve this configuration."""
+    return (
+        slope_of(activation) is not None
+        and slope_of(recurrent_activation) is not None
+        and (recurrent_masks is None or len(recurrent_masks) == 1)
+    )
+
+
+def _matmul_all_steps(a, b):
+    """`(time, batch, k) x (k, n)` as one `(time * batch, k)` matmul."""
+    return ops.matmul(a, b)
+
+
+def _weight_grad(a, b):
+    """`sum_t a_t^T b_t` for `(time, batch, k)` and `(time, batch, n)`."""
+    k, n = a.shape[-1], b.shape[-1]
+    return ops.matmul(
+        ops.transpose(ops.reshape(a, (-1, k))), ops.reshape(b, (-1, n))
+    )
+
+
+def gru_states(
+    x_gates,
+    initial_state,
+    recurrent_kernel,
+    recurrent_bias,
+    activation,
+    recurrent_activation,
+    reset_after,
+    mask=None,
+    recurrent_mask=None,
+):
+    """The state after every step, `(time, batch, units)`, time-major.
+
+    Args:
+        x_gates: `(x_z, x_r, x_h)`, each `(time, batch, units)`.
+        initial_state: `(batch, units)`.
+        recurrent_kernel: `(units, 3 * units)`, gates (z, r, h).
+        recurrent_bias: `(3 * units,)` or `None`.
+        activation, recurrent_activation: callables with a known slope.
+        reset_after: the formula variant.
+        mask: `None` or `(time, batch)` boolean; a masked step keeps the
+            state.
+        recurrent_mask: `None` or one `(batch, units)` dropout mask.
+
+    Returns:
+        The states `(time, batch, units)`, differentiable with respect to
+        the gates, the initial state, the kernel and the bias.
+    """
+    act_slope = slope_of(activation)
+    rec_slope = slope_of(recurrent_activation)
+    units = recurrent_kernel.shape[0]
+    dtype = initial_state.dtype
+    has_bias = recurrent_bias is not None
+    has_mask = mask is not None
+    has_rmask = recurrent_mask is not None
+
+    # Tensors go in one flat list (custom gradients take positional
+    # tensors only); masks as 0/1 floats so every input has a gradient slot.
+    args = list(x_gates) + [initial_state, recurrent_kernel]
+    if has_bias:
+        args.append(recurrent_bias)
+    if has_mask:
+        args.append(ops.expand_dims(ops.cast(mask, dtype), -1))
+    if has_rmask:
+        args.append(recurrent_mask)
+
+    def unpack(args):
+        x_z, x_r, x_h, h0, kernel = args[:5]
+        rest = list(args[5:])
+        bias = rest.pop(0) if has_bias else None
+        m = rest.pop(0) if has_mask else None
+        rmask = rest.pop(0) if has_rmask else None
+        return x_z, x_r, x_h, h0, kernel, bias, m, rmask
+
+    def gates(h_in, x_z, x_r, x_h, kernel, bias):
+        """z, r, candidate and the candidate's recurrent term, any rank."""
+        if reset_after:
+            inner = _matmul_all_steps(h_in, kernel)
+            if bias is not None:
+                inner = inner + bias
+            a_z = inner[..., :units]
+            a_r = inner[..., units : 2 * units]
+            a_h = inner[..., 2 * units :]
+            z = recurrent_activation(x_z + a_z)
+            r = recurrent_activation(x_r + a_r)
+            n = activation(x_h + r * a_h)
+        else:
+            inner = _matmul_all_steps(h_in, kernel[:, : 2 * units])
+            z = recurrent_activation(x_z + inner[..., :units])
+            r = recurrent_activation(x_r + inner[..., units:])
+            a_h = None
+            n = activation(
+                x_h + _matmul_all_steps(r * h_in, kernel[:, 2 * units :])
+            )
+        return z, r, n, a_h
+
+    @ops.custom_gradient
+    def states_fn(*args):
+        x_z, x_r, x_h, h0, kernel, bias, m, rmask = unpack(args)
+
+        def step(h, xs):
+            if has_mask:
+                xz, xr, xh, mt = xs
+            else:
+                xz, xr, xh = xs
+            h_in = h if rmask is None else h * rmask
+            z, _, n, _ = gates(h_in, xz, xr, xh, kernel, bias)
+            h_new = z * h + (1 - z) * n
+            if has_mask:
+                h_new = ops.where(mt > 0, h_new, h)
+            return h_new, h_new
+
+        xs = (x_z, x_r, x_h, m) if has_mask else (x_z, x_r, x_h)
+        _, states = scan.scan(step, h0, xs)
+
+        def grad(*grad_args, upstream=None):
+            if upstream is None:
+                (upstream,) = grad_args
+            return _backward(upstream, states, x_z, x_r, x_h, h0, kernel,
+                             bias, m, rmask)
+
+        return states, grad
+
+    def _backward(upstream, states, x_z, x_r, x_h, h0, kernel, bias, m,
+                  rmask):
+        h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
+        h_in = h_prev if rmask is None else h_prev * rmask
+        z, r, n, a_h = gates(h_in, x_z, x_r, x_h, kernel, bias)
+        # d(loss)/d(pre-activation) = d(loss)/d(h_new) * factor.
+        f_z = (h_prev - n) * rec_slope(z)
+        f_n = (1 - z) * act_slope(n)
+        r_slope = rec_slope(r)
+        kernel_t = ops.transpose(kernel)
+        if reset_after:
+            f_r = a_h * r_slope
+            loop_xs = (upstream, z, f_z, f_n, f_r, r)
+        else:
+            loop_xs = (upstream, z, f_z, f_n, h_in * r_slope, r)
+            kernel_zr_t = kernel_t[: 2 * units]
+            kernel_h_t = kernel_t[2 * units :]
+        if has_mask:
+            loop_xs = loop_xs + (m,)
+
+        def back_step(carry, xs):
+            if has_mask:
+                up, zt, fz, fn, fr, rt, mt = xs
+            else:
+                up, zt, fz, fn, fr, rt = xs
+            g = up + carry
+            dh_new = ops.where(mt > 0, g, 0) if has_mask else g
+            dz = dh_new * fz
+            dn = dh_new * fn
+            if has_mask:
+                dz = ops.where(mt > 0, dz, 0)
+                dn = ops.where(mt > 0, dn, 0)
+            if reset_after:
+                da = ops.concatenate([dz, dn * fr, dn * rt], axis=-1)
+                dh_in = ops.matmul(da, kernel_t)
+            else:
+                d_rh = ops.matmul(dn, kernel_h_t)
+                dzr = ops.concatenate([dz, d_rh * fr], axis=-1)
+                dh_in = d_rh * rt + ops.matmul(dzr, kernel_zr_t)
+            if rmask is not None:
+                dh_in = dh_in * rmask
+            dh_prev = dh_new * zt + dh_in
+            if has_mask:
+                dh_prev = ops.where(mt > 0, dh_prev, g)
+            return dh_prev, dh_new
+
+        dh0, dh_new = scan.scan(back_step, ops.zeros_like(h0), loop_xs,
+                                reverse=True)
+        # Vectorized over all steps from here on.
+        dz = dh_new * f_z
+        dn = dh_new * f_n
+        if has_mask:
+            # Masked steps get no gradient, even where their (unused)
+            # values are not finite.
+            dz = ops.where(m > 0, dz, 0)
+            dn = ops.where(m > 0, dn, 0)
+        if reset_after:
+            dr = dn * f_r
+            da = ops.concatenate([dz, dr, dn * r], axis=-1)
+            d_kernel = _weight_grad(h_in, da)
+            grads = [dz, dr, dn, dh0, d_kernel]
+            if bias is not None:
+                grads.append(ops.sum(da, axis=(0, 1)))
+        else:
+            d_rh = _matmul_all_steps(dn, kernel_h_t)
+            dr = d_rh * h_in * r_slope
+            d_kernel = ops.concatenate(
+                [_weight_grad(h_in, ops.concatenate([dz, dr], -1)),
+                 _weight_grad(r * h_in, dn)],
+                axis=-1,
+            )
+            grads = [dz, dr, dn, dh0, d_kernel]
+        if m is not None:
+            grads.append(ops.zeros_like(m))
+        if rmask is not None:
+            grads.append(ops.zeros_like(rmask))
+        return tuple(grads)
+
+    return states_fn(*args)

@@ -1,0 +1,38 @@
+"""`keras.ops.scan` over several time-major arrays, on every backend.
+
+Keras' TensorFlow `scan` fails when it is given several `xs` whose length
+is unknown when traced (its static-length check dereferences `None`), as
+in a `tf.function` with a `None` time dimension. There the arrays are
+packed into one along the last axis and split again inside the step.
+"""
+
+from keras import ops
+
+
+def scan(step, init, xs, reverse=False):
+    """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`."""
+    if xs[0].shape[0] is not None or len(xs) == 1:
+        return ops.scan(step, init, tuple(xs), reverse=reverse)
+    return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse)
+
+
+def _pack(xs):
+    """Concatenates the arrays along the last axis (bools as 0/1)."""
+    dtype = next(x.dtype for x in xs if x.dtype != "bool")
+    return ops.concatenate([ops.cast(x, dtype) for x in xs], axis=-1)
+
+
+def _unpacking(step, xs):
+    """Wraps `step` to take one packed array and split it back into `xs`."""
+    widths = [x.shape[-1] for x in xs]
+    is_bool = [x.dtype == "bool" for x in xs]
+
+    def packed_step(carry, packed):
+        parts, start = [], 0
+        for width, as_bool in zip(widths, is_bool):
+            part = packed[..., start : start + width]
+            parts.append(part > 0.5 if as_bool else part)
+            start += width
+        return step(carry, tuple(parts))
+
+    return packed_step
