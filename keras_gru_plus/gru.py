@@ -9,7 +9,6 @@ from keras import regularizers
 
 from keras_gru_plus import recurrence
 from keras_gru_plus import validation
-from keras_gru_plus.gru_cell import LAYER_KWARGS
 from keras_gru_plus.gru_cell import GRUCell
 
 
@@ -163,7 +162,7 @@ class GRU(keras.Layer):
         use_cudnn="auto",
         **kwargs,
     ):
-        validation.check_kwargs(kwargs, LAYER_KWARGS, "GRU")
+        kwargs = validation.layer_kwargs(kwargs, "GRU")
         flags = {
             name: validation.check_bool(name, value)
             for name, value in (

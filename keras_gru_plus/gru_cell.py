@@ -10,19 +10,6 @@ from keras import regularizers
 from keras_gru_plus import recurrence
 from keras_gru_plus import validation
 
-# Keyword arguments `keras.Layer` understands, on top of the named ones.
-LAYER_KWARGS = (
-    "name",
-    "dtype",
-    "trainable",
-    "autocast",
-    "input_shape",
-    "input_dim",
-    "batch_input_shape",
-    "batch_size",
-    "weights",
-)
-
 
 class GRUCell(keras.Layer):
     """Cell class for the GRU layer: one time step.
@@ -131,7 +118,7 @@ class GRUCell(keras.Layer):
         implementation=2,
         **kwargs,
     ):
-        validation.check_kwargs(kwargs, LAYER_KWARGS, "GRUCell")
+        kwargs = validation.layer_kwargs(kwargs, "GRUCell")
         units = validation.check_units(units)
         dropout = validation.check_rate("dropout", dropout)
         recurrent_dropout = validation.check_rate(

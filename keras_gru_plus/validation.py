@@ -85,6 +85,35 @@ def check_kwargs(kwargs, allowed, layer_name):
         )
 
 
+# Keyword arguments `keras.Layer` understands, plus the Keras 2 ones that
+# old configs carry (`batch_input_shape`, `batch_size`).
+LAYER_KWARGS = (
+    "name",
+    "dtype",
+    "trainable",
+    "autocast",
+    "input_shape",
+    "input_dim",
+    "batch_input_shape",
+    "batch_size",
+)
+
+
+def layer_kwargs(kwargs, layer_name):
+    """Checks `**kwargs` and maps the Keras 2 ones onto Keras 3's.
+
+    `batch_input_shape` becomes `input_shape` without its batch axis;
+    `batch_size` is dropped (Keras 3 layers take it from `keras.Input`).
+    """
+    check_kwargs(kwargs, LAYER_KWARGS, layer_name)
+    kwargs = dict(kwargs)
+    batch_input_shape = kwargs.pop("batch_input_shape", None)
+    kwargs.pop("batch_size", None)
+    if batch_input_shape is not None and "input_shape" not in kwargs:
+        kwargs["input_shape"] = tuple(batch_input_shape)[1:]
+    return kwargs
+
+
 def _shape(value):
     shape = getattr(value, "shape", None)
     if shape is None:
