@@ -12,6 +12,13 @@ from keras_gru_plus import validation
 from keras_gru_plus.gru_cell import GRUCell
 
 
+_UNROLL_NEEDS_TIME = (
+    "Cannot unroll a GRU when the time dimension is undefined: got inputs "
+    "of shape {shape}. Pass a `shape` with the number of steps to "
+    "`keras.Input`, or set `unroll=False`."
+)
+
+
 class GRU(keras.Layer):
     """Gated Recurrent Unit - Cho et al. 2014, written in `keras.ops`.
 
@@ -218,10 +225,19 @@ class GRU(keras.Layer):
         self.states = None
         self._expected_batch_size = None
 
+    def __call__(self, inputs, *args, **kwargs):
+        # Checked before Keras converts the inputs, so that strings or
+        # objects get our message, not a backend's conversion error.
+        validation.check_dtype(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
     def build(self, inputs_shape, initial_state_shape=None):
         inputs_shape = tuple(inputs_shape)
         validation.check_sequence(inputs_shape, self.time_major)
         batch = inputs_shape[1] if self.time_major else inputs_shape[0]
+        time = inputs_shape[0] if self.time_major else inputs_shape[1]
+        if self.unroll and time is None:
+            raise ValueError(_UNROLL_NEEDS_TIME.format(shape=inputs_shape))
         if not self.cell.built:
             self.cell.build((batch, inputs_shape[-1]))
         if self.stateful:
@@ -248,11 +264,11 @@ class GRU(keras.Layer):
             batch, time = inputs.shape[0], inputs.shape[1]
         if self.unroll and time is None:
             raise ValueError(
-                "Cannot unroll a GRU when the time dimension is undefined: "
-                f"got inputs of shape {tuple(inputs.shape)}. Pass a `shape` "
-                "with the number of steps to `keras.Input`, or set "
-                "`unroll=False`."
+                _UNROLL_NEEDS_TIME.format(shape=tuple(inputs.shape))
             )
+        if not keras.backend.is_float_dtype(inputs.dtype):
+            # Integer and boolean inputs are computed in the float dtype.
+            inputs = ops.cast(inputs, self.compute_dtype)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         if mask is not None:

@@ -114,6 +114,23 @@ def layer_kwargs(kwargs, layer_name):
     return kwargs
 
 
+def check_dtype(inputs, name="inputs"):
+    """Inputs must be numbers: float (or integer/bool, cast to float)."""
+    dtype = getattr(inputs, "dtype", None)
+    if dtype is None:
+        return
+    if isinstance(dtype, np.dtype):
+        bad = dtype.kind in "USO"  # unicode, bytes, Python objects
+    else:
+        bad = "str" in str(dtype).lower()  # tf.string
+    if bad:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"tensor of numbers (float, or integers cast to float), got "
+            f"dtype {dtype}."
+        )
+
+
 def _shape(value):
     shape = getattr(value, "shape", None)
     if shape is None:
