@@ -128,13 +128,13 @@ class GRU(keras.Layer):
     >>> import keras_gru_plus
     >>> inputs = np.random.random((32, 10, 8)).astype("float32")
     >>> gru = keras_gru_plus.GRU(4)
-    >>> gru(inputs).shape
+    >>> tuple(gru(inputs).shape)
     (32, 4)
     >>> gru = keras_gru_plus.GRU(4, return_sequences=True, return_state=True)
     >>> whole_sequence_output, final_state = gru(inputs)
-    >>> whole_sequence_output.shape
+    >>> tuple(whole_sequence_output.shape)
     (32, 10, 4)
-    >>> final_state.shape
+    >>> tuple(final_state.shape)
     (32, 4)
     """
 

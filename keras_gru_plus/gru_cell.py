@@ -92,7 +92,7 @@ class GRUCell(keras.Layer):
     >>> import keras
     >>> import keras_gru_plus
     >>> rnn = keras.layers.RNN(keras_gru_plus.GRUCell(4))
-    >>> rnn(np.ones((2, 5, 3), "float32")).shape
+    >>> tuple(rnn(np.ones((2, 5, 3), "float32")).shape)
     (2, 4)
     """
 

@@ -22,6 +22,7 @@ ACTIVATIONS = {
     "hard_sigmoid": _hard_sigmoid,
     "relu": lambda x: np.maximum(x, 0.0),
     "linear": lambda x: x,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
     None: lambda x: x,
 }
 
