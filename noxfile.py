@@ -1,0 +1,54 @@
+"""Sessions for keras_gru_plus: one virtual environment per Keras backend.
+
+TensorFlow, JAX and PyTorch can clash in one process, so each backend gets
+its own environment (`nox -s "tests(backend='jax')"`); `nox -s tests` runs
+all three. Positional arguments after `--` go to pytest.
+"""
+
+import os
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+
+BACKENDS = ["jax", "tensorflow", "torch"]
+# Extras per backend. The JAX and PyTorch environments carry each other's
+# backend too, so that the saving tests can write a model under the other
+# backend in a subprocess and load it under this one.
+EXTRAS = {
+    "jax": "jax,torch,dev",
+    "tensorflow": "tensorflow,dev",
+    "torch": "torch,jax,dev",
+}
+ENV = {
+    # Two cores: one thread per op keeps PyTorch and XLA from
+    # oversubscribing them.
+    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """Runs the test suite on one Keras backend."""
+    _install(session, EXTRAS[backend])
+    session.run(
+        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        *session.posargs,
+        env={**ENV, "KERAS_BACKEND": backend},
+    )
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def check(session: nox.Session, backend: str) -> None:
+    """Parity self-test against keras.layers.GRU on one backend."""
+    _install(session, backend)
+    session.run("python", "-m", "keras_gru_plus", "check", *session.posargs,
+                env={**ENV, "KERAS_BACKEND": backend})

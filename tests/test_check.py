@@ -1,0 +1,34 @@
+"""The `check` self-test reports real differences and passes on parity."""
+
+import keras
+
+from keras_gru_plus import check
+from keras_gru_plus import gru as gru_module
+
+
+def test_compare_is_small_on_parity():
+    out_diff, grad_diff = check.compare({"reset_after": False}, "holes")
+    assert out_diff <= check.TOLERANCE and grad_diff <= check.TOLERANCE
+
+
+def test_compare_detects_a_wrong_layer(monkeypatch):
+    """A layer that scales its inputs by 1.01 must be reported."""
+
+    class Skewed(gru_module.GRU):
+        def call(self, inputs, mask=None, training=None,
+                 initial_state=None):
+            return super().call(inputs * 1.01, mask, training, initial_state)
+
+    monkeypatch.setattr(check, "GRU", Skewed)
+    out_diff, grad_diff = check.compare({}, "none")
+    assert out_diff > 1e-3 and grad_diff > 1e-3
+
+
+def test_main_runs_check(monkeypatch, capsys):
+    from keras_gru_plus import __main__
+
+    monkeypatch.setattr(check, "configurations",
+                        lambda: iter([({}, "right")]))
+    assert __main__.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert keras.backend.backend() in out and "0 over tolerance" in out
