@@ -45,10 +45,18 @@ def tests(session: nox.Session, backend: str) -> None:
     )
 
 
-@nox.session
+@nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def check(session: nox.Session, backend: str) -> None:
     """Parity self-test against keras.layers.GRU on one backend."""
     _install(session, backend)
     session.run("python", "-m", "keras_gru_plus", "check", *session.posargs,
                 env={**ENV, "KERAS_BACKEND": backend})
+
+
+@nox.session(default=False)
+def main(session: nox.Session) -> None:
+    """Sets up JAX and runs the main job, `python -m keras_gru_plus`."""
+    _install(session, "jax")
+    session.run("python", "-m", "keras_gru_plus", *session.posargs,
+                env={**ENV, "KERAS_BACKEND": "jax"})
