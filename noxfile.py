@@ -60,3 +60,22 @@ def main(session: nox.Session) -> None:
     _install(session, "jax")
     session.run("python", "-m", "keras_gru_plus", *session.posargs,
                 env={**ENV, "KERAS_BACKEND": "jax"})
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def bench(session: nox.Session, backend: str) -> None:
+    """Benchmark against keras.layers.GRU (and torch.nn.GRU) on one backend."""
+    _install(session, backend)
+    session.install("matplotlib")
+    session.run("python", "-m", "keras_gru_plus", "bench", *session.posargs,
+                env={**ENV, "KERAS_BACKEND": backend})
+
+
+@nox.session(default=False)
+def bench_report(session: nox.Session) -> None:
+    """Merges the benchmark results into one table, plot and README section."""
+    _install(session, "jax")
+    session.install("matplotlib")
+    session.run("python", "benchmarks/report.py", "--readme", "README.md",
+                env={**ENV, "KERAS_BACKEND": "jax"})

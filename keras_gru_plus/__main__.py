@@ -4,6 +4,8 @@ Subcommands:
     check   Parity self-test against keras.layers.GRU on the current
             backend (`KERAS_BACKEND`); exit code 1 if any configuration
             differs by more than the tolerance.
+    bench   Times ours against keras.layers.GRU (and torch.nn.GRU on the
+            PyTorch backend); writes a table, a JSON file and a PNG plot.
 """
 
 import argparse
@@ -19,12 +21,29 @@ def main(argv=None):
     commands.add_parser(
         "check", help="parity self-test against keras.layers.GRU"
     )
+    bench = commands.add_parser(
+        "bench", help="time ours against keras.layers.GRU"
+    )
+    bench.add_argument("--out", default="benchmarks/results",
+                       help="folder for bench_<backend>.json and .png")
+    bench.add_argument("--configs", nargs="*", default=None,
+                       help="configuration names (default: all)")
+    bench.add_argument("--repeats", type=int, default=7,
+                       help="timed repeats per layer and mode")
+    bench.add_argument("--no-memory", action="store_true",
+                       help="skip the training-memory measurement")
     args = parser.parse_args(argv)
     command = args.command or "check"
     if command == "check":
         from keras_gru_plus import check
 
         return 1 if check.run() else 0
+    if command == "bench":
+        from keras_gru_plus import benchmark
+
+        benchmark.run(out_dir=args.out, configs=args.configs,
+                      repeats=args.repeats, memory=not args.no_memory)
+        return 0
     parser.error(f"unknown command {command!r}")
     return 2
 
