@@ -338,6 +338,7 @@ class GRU(keras.Layer):
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
             unroll=self.unroll,
+            inference=not training,
         )
 
         if self.stateful:

@@ -185,6 +185,7 @@ def run_sequence(
     zero_output_for_mask=False,
     return_sequences=True,
     unroll=False,
+    inference=False,
 ):
     """Runs the recurrence over a time-major sequence.
 
@@ -207,6 +208,8 @@ def run_sequence(
         return_sequences: whether to return the output of every step.
         unroll: a Python loop instead of `keras.ops.scan`; needs a static
             number of time steps.
+        inference: the caller does not train (`training` is false). With
+            `return_sequences=False` the loop then keeps only the state.
 
     Returns:
         `(last_output, outputs, final_state)`: `outputs` is
@@ -252,6 +255,14 @@ def run_sequence(
             h, _ = step(h, tuple(x[t] for x in xs))
             states.append(h)
         states = ops.stack(states)
+    elif inference and not return_sequences:
+        # Only the final state: a loop that stores nothing per step
+        # (still differentiable by autodiff, for gradients at inference).
+        def body(t, h):
+            return step(h, tuple(x[t] for x in xs))[0]
+
+        h = ops.fori_loop(0, ops.shape(xs[0])[0], body, initial_state)
+        states = None
     elif bptt.supports(activation, recurrent_activation, recurrent_masks):
         # The same recurrence with a hand-written backward pass.
         states = bptt.gru_states(

@@ -35,6 +35,9 @@ GRID = {
     "zero_output_for_mask": [False, True],
     "activations": [("tanh", "sigmoid"), ("relu", "hard_sigmoid"),
                     ("linear", "tanh")],
+    # No dropout here, so training changes no number; it selects the
+    # hand-written backward pass (True) or the state-only inference loop.
+    "training": [False, True],
 }
 CASES = pairwise_cases(GRID, seed=3)
 
@@ -130,8 +133,10 @@ def test_parity_grid(case):
 
     our_x = np.swapaxes(x, 0, 1) if case["time_major"] else x
     our_mask = mask.T if (mask is not None and case["time_major"]) else mask
-    our_call = {"mask": our_mask, "initial_state": h0}
-    their_call = {"mask": mask, "initial_state": h0}
+    our_call = {"mask": our_mask, "initial_state": h0,
+                "training": case["training"]}
+    their_call = {"mask": mask, "initial_state": h0,
+                  "training": case["training"]}
     n_out = 1 + case["return_state"]
     out_shapes = [
         (BATCH, TIME, UNITS) if case["return_sequences"] else (BATCH, UNITS),
