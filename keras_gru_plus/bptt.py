@@ -25,6 +25,7 @@ autodiff for any other.
 from keras import activations
 from keras import ops
 
+from keras_gru_plus import recurrence
 from keras_gru_plus import scan
 
 
@@ -79,11 +80,6 @@ def supports(activation, recurrent_activation, recurrent_masks):
     )
 
 
-def _matmul_all_steps(a, b):
-    """`(time, batch, k) x (k, n)` as one `(time * batch, k)` matmul."""
-    return ops.matmul(a, b)
-
-
 def _weight_grad(a, b):
     """`sum_t a_t^T b_t` for `(time, batch, k)` and `(time, batch, n)`."""
     k, n = a.shape[-1], b.shape[-1]
@@ -93,10 +89,10 @@ def _weight_grad(a, b):
 
 
 def gru_states(
-    x_gates,
+    x,
     initial_state,
     recurrent_kernel,
-    recurrent_bias,
+    candidate_bias,
     activation,
     recurrent_activation,
     reset_after,
@@ -106,10 +102,11 @@ def gru_states(
     """The state after every step, `(time, batch, units)`, time-major.
 
     Args:
-        x_gates: `(x_z, x_r, x_h)`, each `(time, batch, units)`.
+        x: packed projected inputs `(time, batch, 3 * units)` from
+            `recurrence.project_inputs`.
         initial_state: `(batch, units)`.
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h).
-        recurrent_bias: `(3 * units,)` or `None`.
+        candidate_bias: `rb_h` `(units,)` or `None`.
         activation, recurrent_activation: callables with a known slope.
         reset_after: the formula variant.
         mask: `None` or `(time, batch)` boolean; a masked step keeps the
@@ -118,155 +115,124 @@ def gru_states(
 
     Returns:
         The states `(time, batch, units)`, differentiable with respect to
-        the gates, the initial state, the kernel and the bias.
+        `x`, the initial state, the kernel and the candidate bias.
     """
     act_slope = slope_of(activation)
     rec_slope = slope_of(recurrent_activation)
     units = recurrent_kernel.shape[0]
     dtype = initial_state.dtype
-    has_bias = recurrent_bias is not None
+    has_bias = candidate_bias is not None
     has_mask = mask is not None
     has_rmask = recurrent_mask is not None
 
     # Tensors go in one flat list (custom gradients take positional
     # tensors only); masks as 0/1 floats so every input has a gradient slot.
-    args = list(x_gates) + [initial_state, recurrent_kernel]
+    args = [x, initial_state, recurrent_kernel]
     if has_bias:
-        args.append(recurrent_bias)
+        args.append(candidate_bias)
     if has_mask:
         args.append(ops.expand_dims(ops.cast(mask, dtype), -1))
     if has_rmask:
         args.append(recurrent_mask)
 
     def unpack(args):
-        x_z, x_r, x_h, h0, kernel = args[:5]
-        rest = list(args[5:])
+        x, h0, kernel = args[:3]
+        rest = list(args[3:])
         bias = rest.pop(0) if has_bias else None
         m = rest.pop(0) if has_mask else None
         rmask = rest.pop(0) if has_rmask else None
-        return x_z, x_r, x_h, h0, kernel, bias, m, rmask
+        return x, h0, kernel, bias, m, rmask
 
-    def gates(h_in, x_z, x_r, x_h, kernel, bias):
-        """z, r, candidate and the candidate's recurrent term, any rank."""
-        if reset_after:
-            inner = _matmul_all_steps(h_in, kernel)
-            if bias is not None:
-                inner = inner + bias
-            a_z = inner[..., :units]
-            a_r = inner[..., units : 2 * units]
-            a_h = inner[..., 2 * units :]
-            z = recurrent_activation(x_z + a_z)
-            r = recurrent_activation(x_r + a_r)
-            n = activation(x_h + r * a_h)
-        else:
-            inner = _matmul_all_steps(h_in, kernel[:, : 2 * units])
-            z = recurrent_activation(x_z + inner[..., :units])
-            r = recurrent_activation(x_r + inner[..., units:])
-            a_h = None
-            n = activation(
-                x_h + _matmul_all_steps(r * h_in, kernel[:, 2 * units :])
-            )
-        return z, r, n, a_h
+    def gates(h_in, x_t, kernel, bias):
+        return recurrence.gate_values(h_in, x_t, kernel, bias, activation,
+                                      recurrent_activation, reset_after)
 
     @ops.custom_gradient
     def states_fn(*args):
-        x_z, x_r, x_h, h0, kernel, bias, m, rmask = unpack(args)
+        x, h0, kernel, bias, m, rmask = unpack(args)
 
         def step(h, xs):
-            if has_mask:
-                xz, xr, xh, mt = xs
-            else:
-                xz, xr, xh = xs
             h_in = h if rmask is None else h * rmask
-            z, _, n, _ = gates(h_in, xz, xr, xh, kernel, bias)
-            h_new = z * h + (1 - z) * n
+            z, _, n, _ = gates(h_in, xs[0], kernel, bias)
+            h_new = n + z * (h - n)
             if has_mask:
-                h_new = ops.where(mt > 0, h_new, h)
+                h_new = ops.where(xs[1] > 0, h_new, h)
             return h_new, h_new
 
-        xs = (x_z, x_r, x_h, m) if has_mask else (x_z, x_r, x_h)
-        _, states = scan.scan(step, h0, xs)
+        _, states = scan.scan(step, h0, (x, m) if has_mask else (x,))
 
         def grad(*grad_args, upstream=None):
             if upstream is None:
                 (upstream,) = grad_args
-            return _backward(upstream, states, x_z, x_r, x_h, h0, kernel,
-                             bias, m, rmask)
+            return _backward(upstream, states, x, h0, kernel, bias, m, rmask)
 
         return states, grad
 
-    def _backward(upstream, states, x_z, x_r, x_h, h0, kernel, bias, m,
-                  rmask):
+    def _backward(upstream, states, x, h0, kernel, bias, m, rmask):
+        # Recomputed for all steps at once: one large recurrent matmul.
         h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
         h_in = h_prev if rmask is None else h_prev * rmask
-        z, r, n, a_h = gates(h_in, x_z, x_r, x_h, kernel, bias)
+        z, r, n, rec_h = gates(h_in, x, kernel, bias)
         # d(loss)/d(pre-activation) = d(loss)/d(h_new) * factor.
         f_z = (h_prev - n) * rec_slope(z)
         f_n = (1 - z) * act_slope(n)
-        r_slope = rec_slope(r)
         kernel_t = ops.transpose(kernel)
         if reset_after:
-            f_r = a_h * r_slope
-            loop_xs = (upstream, z, f_z, f_n, f_r, r)
+            # d(loss)/d[pre_z, pre_r, rec_h] = dh_new * factors.
+            factors = ops.concatenate(
+                [f_z, f_n * rec_h * rec_slope(r), f_n * r], axis=-1)
+            loop_xs = (upstream, z, factors)
         else:
-            loop_xs = (upstream, z, f_z, f_n, h_in * r_slope, r)
-            kernel_zr_t = kernel_t[: 2 * units]
-            kernel_h_t = kernel_t[2 * units :]
+            q = h_in * rec_slope(r)
+            kernel_zr_t, kernel_h_t = kernel_t[: 2 * units], kernel_t[2 * units :]
+            loop_xs = (upstream, z, f_z, f_n, q, r)
         if has_mask:
             loop_xs = loop_xs + (m,)
 
         def back_step(carry, xs):
-            if has_mask:
-                up, zt, fz, fn, fr, rt, mt = xs
-            else:
-                up, zt, fz, fn, fr, rt = xs
-            g = up + carry
-            dh_new = ops.where(mt > 0, g, 0) if has_mask else g
-            dz = dh_new * fz
-            dn = dh_new * fn
-            if has_mask:
-                dz = ops.where(mt > 0, dz, 0)
-                dn = ops.where(mt > 0, dn, 0)
+            g = xs[0] + carry
+            dh_new = ops.where(xs[-1] > 0, g, 0) if has_mask else g
             if reset_after:
-                da = ops.concatenate([dz, dn * fr, dn * rt], axis=-1)
-                dh_in = ops.matmul(da, kernel_t)
+                da = ops.concatenate([dh_new, dh_new, dh_new], -1) * xs[2]
+                dh_in = da @ kernel_t
             else:
-                d_rh = ops.matmul(dn, kernel_h_t)
-                dzr = ops.concatenate([dz, d_rh * fr], axis=-1)
-                dh_in = d_rh * rt + ops.matmul(dzr, kernel_zr_t)
+                _, _, fz, fn, qt, rt = xs[:6]
+                d_rh = (dh_new * fn) @ kernel_h_t
+                dzr = ops.concatenate([dh_new * fz, d_rh * qt], -1)
+                dh_in = d_rh * rt + dzr @ kernel_zr_t
             if rmask is not None:
                 dh_in = dh_in * rmask
-            dh_prev = dh_new * zt + dh_in
+            dh_prev = dh_in + dh_new * xs[1]
             if has_mask:
-                dh_prev = ops.where(mt > 0, dh_prev, g)
+                dh_prev = ops.where(xs[-1] > 0, dh_prev, g)
             return dh_prev, dh_new
 
         dh0, dh_new = scan.scan(back_step, ops.zeros_like(h0), loop_xs,
                                 reverse=True)
-        # Vectorized over all steps from here on.
-        dz = dh_new * f_z
-        dn = dh_new * f_n
-        if has_mask:
-            # Masked steps get no gradient, even where their (unused)
-            # values are not finite.
-            dz = ops.where(m > 0, dz, 0)
-            dn = ops.where(m > 0, dn, 0)
+        # Vectorized over all steps from here on. Masked steps get exact
+        # zeros, even where their (unused) values are not finite.
         if reset_after:
-            dr = dn * f_r
-            da = ops.concatenate([dz, dr, dn * r], axis=-1)
-            d_kernel = _weight_grad(h_in, da)
-            grads = [dz, dr, dn, dh0, d_kernel]
+            da = ops.concatenate([dh_new, dh_new, dh_new], -1) * factors
+            if has_mask:
+                da = ops.where(m > 0, da, 0)
+            dn = dh_new * f_n
+            if has_mask:
+                dn = ops.where(m > 0, dn, 0)
+            dx = ops.concatenate([da[..., : 2 * units], dn], -1)
+            grads = [dx, dh0, _weight_grad(h_in, da)]
             if bias is not None:
-                grads.append(ops.sum(da, axis=(0, 1)))
+                grads.append(ops.sum(da[..., 2 * units :], axis=(0, 1)))
         else:
-            d_rh = _matmul_all_steps(dn, kernel_h_t)
-            dr = d_rh * h_in * r_slope
+            dn = dh_new * f_n
+            d_rh = dn @ kernel_h_t
+            dzr = ops.concatenate([dh_new * f_z, d_rh * q], -1)
+            if has_mask:
+                dn = ops.where(m > 0, dn, 0)
+                dzr = ops.where(m > 0, dzr, 0)
+            dx = ops.concatenate([dzr, dn], -1)
             d_kernel = ops.concatenate(
-                [_weight_grad(h_in, ops.concatenate([dz, dr], -1)),
-                 _weight_grad(r * h_in, dn)],
-                axis=-1,
-            )
-            grads = [dz, dr, dn, dh0, d_kernel]
+                [_weight_grad(h_in, dzr), _weight_grad(r * h_in, dn)], -1)
+            grads = [dx, dh0, d_kernel]
         if m is not None:
             grads.append(ops.zeros_like(m))
         if rmask is not None:

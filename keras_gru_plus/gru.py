@@ -8,6 +8,7 @@ from keras import ops
 from keras import regularizers
 
 from keras_gru_plus import recurrence
+from keras_gru_plus import sequence as sequence_module
 from keras_gru_plus import validation
 from keras_gru_plus.gru_cell import GRUCell
 
@@ -314,22 +315,22 @@ class GRU(keras.Layer):
         kernel = ops.copy(cell.kernel)
         recurrent_kernel = ops.copy(cell.recurrent_kernel)
         bias = None if cell.bias is None else ops.copy(cell.bias)
-        input_bias, recurrent_bias = recurrence.split_bias(
-            bias, cell.reset_after
+        projection_bias, candidate_bias = recurrence.split_bias(
+            bias, cell.reset_after, cell.units
         )
-        x_gates = recurrence.project_inputs(
-            sequence, kernel, input_bias, cell.units, input_masks
+        projected = recurrence.project_inputs(
+            sequence, kernel, projection_bias, cell.units, input_masks
         )
         if self.go_backwards:
-            x_gates = tuple(ops.flip(x, axis=0) for x in x_gates)
+            projected = ops.flip(projected, axis=0)
             if mask is not None:
                 mask = ops.flip(mask, axis=0)
 
-        last_output, outputs, state = recurrence.run_sequence(
-            x_gates,
+        last_output, outputs, state = sequence_module.run_sequence(
+            projected,
             h0,
             recurrent_kernel,
-            recurrent_bias,
+            candidate_bias,
             cell.activation,
             cell.recurrent_activation,
             cell.reset_after,

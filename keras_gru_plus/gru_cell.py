@@ -207,17 +207,17 @@ class GRUCell(keras.Layer):
         recurrent_masks = self.step_masks(
             inputs, h_tm1, training, recurrent=True
         )
-        input_bias, recurrent_bias = recurrence.split_bias(
-            self.bias, self.reset_after
+        projection_bias, candidate_bias = recurrence.split_bias(
+            self.bias, self.reset_after, self.units
         )
-        x_gates = recurrence.project_inputs(
-            inputs, self.kernel, input_bias, self.units, input_masks
+        projected = recurrence.project_inputs(
+            inputs, self.kernel, projection_bias, self.units, input_masks
         )
         h = recurrence.gru_step(
             h_tm1,
-            x_gates,
+            projected,
             self.recurrent_kernel,
-            recurrent_bias,
+            candidate_bias,
             self.activation,
             self.recurrent_activation,
             self.reset_after,

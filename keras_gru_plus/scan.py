@@ -6,11 +6,19 @@ in a `tf.function` with a `None` time dimension. There the arrays are
 packed into one along the last axis and split again inside the step.
 """
 
+import keras
 from keras import ops
 
 
 def scan(step, init, xs, reverse=False):
-    """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`."""
+    """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
+
+    `step(carry, xs_t) -> (carry, y_t)` with one `y_t` tensor per step.
+    """
+    if keras.backend.backend() == "torch":
+        # Eager: a plain loop does what keras' torch `scan` does, without
+        # its per-step tree flattening (a large share of a small step).
+        return _python_loop(step, init, xs, reverse)
     if xs[0].shape[0] is not None or len(xs) == 1:
         return ops.scan(step, init, tuple(xs), reverse=reverse)
     return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse)
@@ -36,3 +44,16 @@ def _unpacking(step, xs):
         return step(carry, tuple(parts))
 
     return packed_step
+
+
+def _python_loop(step, init, xs, reverse):
+    steps = range(xs[0].shape[0])
+    if reverse:
+        steps = reversed(steps)
+    carry, ys = init, []
+    for t in steps:
+        carry, y = step(carry, tuple(x[t] for x in xs))
+        ys.append(y)
+    if reverse:
+        ys.reverse()
+    return carry, ops.stack(ys)

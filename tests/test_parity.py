@@ -124,7 +124,9 @@ def _close(actual, expected, what):
 )
 def test_parity_grid(case):
     rng = np.random.default_rng(7)
-    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    # Inputs of scale 0.5 keep the linear-candidate cases' states O(1),
+    # where float32 against float64 can be held to 1e-5.
+    x = rng.normal(scale=0.5, size=(BATCH, TIME, FEATURES)).astype("float32")
     mask = mask_of(case["mask"], BATCH, TIME, seed=11)
     h0 = (rng.normal(size=(BATCH, UNITS)).astype("float32")
           if case["initial_state"] else None)
