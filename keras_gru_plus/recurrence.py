@@ -95,6 +95,16 @@ def project_inputs(inputs, kernel, projection_bias, units, input_masks=None):
     return projected
 
 
+# keras.activations.tanh and .sigmoid wrap the ops of the same name (and
+# sigmoid records its logits); inside the loop the ops are called directly.
+_DIRECT = {activations.tanh: ops.tanh, activations.sigmoid: ops.sigmoid}
+
+
+def direct(activation):
+    """The op behind a Keras activation, skipping its wrapper when known."""
+    return _DIRECT.get(activation, activation)
+
+
 def _gates_zr(pre, units, recurrent_activation):
     if recurrent_activation in ELEMENTWISE:
         zr = recurrent_activation(pre)
@@ -134,6 +144,8 @@ def gate_values(
         or `None`.
     """
     units = recurrent_kernel.shape[0]
+    activation = direct(activation)
+    recurrent_activation = direct(recurrent_activation)
     if recurrent_masks is not None and len(recurrent_masks) == 3:
         # One mask per gate (`implementation=1`): no fused matmul.
         h_z, h_r, h_c = (h_tm1 * m for m in recurrent_masks)

@@ -46,6 +46,20 @@ def _unpacking(step, xs):
     return packed_step
 
 
+def final_carry(step, init, xs):
+    """The carry after the last step, storing nothing per step."""
+    if keras.backend.backend() == "torch":
+        carry = init
+        for t in range(xs[0].shape[0]):
+            carry = step(carry, tuple(x[t] for x in xs))[0]
+        return carry
+
+    def body(t, carry):
+        return step(carry, tuple(x[t] for x in xs))[0]
+
+    return ops.fori_loop(0, ops.shape(xs[0])[0], body, init)
+
+
 def _python_loop(step, init, xs, reverse):
     steps = range(xs[0].shape[0])
     if reverse:

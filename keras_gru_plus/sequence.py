@@ -92,10 +92,7 @@ def run_sequence(
     elif inference and not return_sequences:
         # Only the final state: a loop that stores nothing per step
         # (still differentiable by autodiff, for gradients at inference).
-        def body(t, h):
-            return step(h, tuple(v[t] for v in xs))[0]
-
-        h = ops.fori_loop(0, ops.shape(x)[0], body, initial_state)
+        h = scan.final_carry(step, initial_state, xs)
         states = None
     elif bptt.supports(activation, recurrent_activation, recurrent_masks):
         states = bptt.gru_states(
