@@ -56,8 +56,8 @@ def check(session: nox.Session, backend: str) -> None:
 
 @nox.session(default=False)
 def main(session: nox.Session) -> None:
-    """Sets up JAX and runs the main job, `python -m keras_gru_plus`."""
-    _install(session, "jax")
+    """Sets up JAX and runs the main job, `python -m keras_gru_plus` (demo)."""
+    _install(session, "jax,demo")
     session.run("python", "-m", "keras_gru_plus", *session.posargs,
                 env={**ENV, "KERAS_BACKEND": "jax"})
 
@@ -78,4 +78,19 @@ def bench_report(session: nox.Session) -> None:
     _install(session, "jax")
     session.install("matplotlib")
     session.run("python", "benchmarks/report.py", "--readme", "README.md",
+                env={**ENV, "KERAS_BACKEND": "jax"})
+
+
+@nox.session(default=False)
+def notebooks(session: nox.Session) -> None:
+    """Executes the notebooks top to bottom on JAX (into a temp folder).
+
+    `nox -s notebooks -- --inplace` rewrites the committed notebooks with
+    their new outputs instead.
+    """
+    _install(session, "jax,demo")
+    session.install("nbformat", "nbclient", "ipykernel")
+    args = [] if "--inplace" in session.posargs else [
+        "--out", session.create_tmp()]
+    session.run("python", "notebooks/build.py", *args,
                 env={**ENV, "KERAS_BACKEND": "jax"})

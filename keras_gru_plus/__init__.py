@@ -10,6 +10,7 @@ import keras
 
 from keras_gru_plus.gru import GRU
 from keras_gru_plus.gru_cell import GRUCell
+from keras_gru_plus.swap_batch_time import SwapBatchTime
 from keras_gru_plus.version import __version__
 
 GRU = keras.saving.register_keras_serializable(package="keras_gru_plus")(GRU)
@@ -17,4 +18,4 @@ GRUCell = keras.saving.register_keras_serializable(package="keras_gru_plus")(
     GRUCell
 )
 
-__all__ = ["GRU", "GRUCell", "__version__"]
+__all__ = ["GRU", "GRUCell", "SwapBatchTime", "__version__"]

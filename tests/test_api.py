@@ -11,6 +11,7 @@ import pytest
 import keras_gru_plus
 from keras_gru_plus import gru as gru_module
 from keras_gru_plus import gru_cell as gru_cell_module
+from keras_gru_plus import swap_batch_time as swap_module
 from tests.helpers import to_numpy
 
 PACKAGE = os.path.dirname(os.path.abspath(keras_gru_plus.__file__))
@@ -31,6 +32,7 @@ def test_public_api():
 
 # The layer and its math: keras.ops only, no backend import anywhere.
 LAYER_MATH = {"gru.py", "gru_cell.py", "recurrence.py", "sequence.py",
+              "swap_batch_time.py",
               "bptt.py", "scan.py",
               "validation.py", "__init__.py"}
 
@@ -63,7 +65,7 @@ def test_layer_math_imports_no_backend_and_no_keras_internals():
     assert LAYER_MATH <= set(os.listdir(PACKAGE))
 
 
-@pytest.mark.parametrize("module", [gru_module, gru_cell_module])
+@pytest.mark.parametrize("module", [gru_module, gru_cell_module, swap_module])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
