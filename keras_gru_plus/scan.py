@@ -54,6 +54,13 @@ def final_carry(step, init, xs):
             carry = step(carry, tuple(x[t] for x in xs))[0]
         return carry
 
+    if keras.backend.backend() == "jax":
+        # `lax.scan` with no per-step output: what jax2onnx can export
+        # (its `fori_loop` converter rejects arrays closed over by the body).
+        carry, _ = ops.scan(lambda c, x_t: (step(c, x_t)[0], None), init,
+                            tuple(xs))
+        return carry
+
     def body(t, carry):
         return step(carry, tuple(x[t] for x in xs))[0]
 

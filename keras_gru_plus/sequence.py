@@ -37,9 +37,10 @@ def run_sequence(
     - `unroll=True`: a Python loop, autodiff;
     - `inference` without `return_sequences`: a loop that keeps only the
       state (`keras.ops.fori_loop`), autodiff;
-    - the usual activations: `bptt.gru_states`, with the hand-written
-      backward pass;
-    - otherwise `keras.ops.scan` with autodiff.
+    - training with the usual activations: `bptt.gru_states`, with the
+      hand-written backward pass;
+    - otherwise `keras.ops.scan` with autodiff (inference graphs then hold
+      no custom-gradient ops, which exporters such as tf2onnx reject).
 
     Args:
         x: packed projected inputs `(time, batch, 3 * units)`.
@@ -94,7 +95,9 @@ def run_sequence(
         # (still differentiable by autodiff, for gradients at inference).
         h = scan.final_carry(step, initial_state, xs)
         states = None
-    elif bptt.supports(activation, recurrent_activation, recurrent_masks):
+    elif not inference and bptt.supports(
+        activation, recurrent_activation, recurrent_masks
+    ):
         states = bptt.gru_states(
             x, initial_state, recurrent_kernel, candidate_bias, activation,
             recurrent_activation, reset_after, mask=mask,

@@ -25,5 +25,5 @@ def test_data_parallel_equals_single_device_and_model_parallel_shards():
     assert result["weights_moved"] > 1e-3  # training did change the weights
     assert result["data_parallel_diff"] < 1e-5
     assert result["model_parallel_diff"] < 1e-5
-    assert "model" in result["kernel_sharding"] or "1" in result[
-        "kernel_sharding"]
+    # The GRU kernel is really split across the "model" axis.
+    assert "P(None, 'model')" in result["kernel_sharding"]

@@ -59,9 +59,10 @@ def main():
     mesh = keras.distribution.DeviceMesh(
         shape=(1, 2), axis_names=["batch", "model"], devices=devices)
     layout_map = keras.distribution.LayoutMap(mesh)
-    # Shard the fused kernels along their 3 * units (gate) axis.
-    layout_map["gru_.*/gru_cell/kernel"] = (None, "model")
-    layout_map["gru_.*/gru_cell/recurrent_kernel"] = (None, "model")
+    # Shard the fused kernels along their 3 * units (gate) axis. Keys are
+    # regular expressions matched from the start of the variable path.
+    layout_map[".*/gru_cell/kernel"] = (None, "model")
+    layout_map[".*/gru_cell/recurrent_kernel"] = (None, "model")
     model_parallel = keras.distribution.ModelParallel(
         layout_map=layout_map, batch_dim_name="batch")
     with model_parallel.scope():
