@@ -88,6 +88,13 @@ def _weight_grad(a, b):
     )
 
 
+def _x_grads(per_gate, split):
+    """Gradients for the inputs as they came: per gate, or packed."""
+    if split:
+        return list(per_gate)
+    return [ops.concatenate(per_gate, axis=-1)]
+
+
 def gru_states(
     x,
     initial_state,
@@ -103,7 +110,7 @@ def gru_states(
 
     Args:
         x: packed projected inputs `(time, batch, 3 * units)` from
-            `recurrence.project_inputs`.
+            `recurrence.project_inputs`, or the same split per gate.
         initial_state: `(batch, units)`.
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h).
         candidate_bias: `rb_h` `(units,)` or `None`.
@@ -127,7 +134,9 @@ def gru_states(
 
     # Tensors go in one flat list (custom gradients take positional
     # tensors only); masks as 0/1 floats so every input has a gradient slot.
-    args = [x, initial_state, recurrent_kernel]
+    split = isinstance(x, (list, tuple))
+    n_x = 3 if split else 1
+    args = (list(x) if split else [x]) + [initial_state, recurrent_kernel]
     if has_bias:
         args.append(candidate_bias)
     if has_mask:
@@ -136,8 +145,9 @@ def gru_states(
         args.append(recurrent_mask)
 
     def unpack(args):
-        x, h0, kernel = args[:3]
-        rest = list(args[3:])
+        x = tuple(args[:n_x]) if split else args[0]
+        h0, kernel = args[n_x], args[n_x + 1]
+        rest = list(args[n_x + 2 :])
         bias = rest.pop(0) if has_bias else None
         m = rest.pop(0) if has_mask else None
         rmask = rest.pop(0) if has_rmask else None
@@ -153,13 +163,16 @@ def gru_states(
 
         def step(h, xs):
             h_in = h if rmask is None else h * rmask
-            z, _, n, _ = gates(h_in, xs[0], kernel, bias)
+            x_t = tuple(xs[:n_x]) if split else xs[0]
+            z, _, n, _ = gates(h_in, x_t, kernel, bias)
             h_new = n + z * (h - n)
             if has_mask:
-                h_new = ops.where(xs[1] > 0, h_new, h)
+                h_new = ops.where(xs[-1] > 0, h_new, h)
             return h_new, h_new
 
-        _, states = scan.scan(step, h0, (x, m) if has_mask else (x,))
+        x_arrays = tuple(x) if split else (x,)
+        _, states = scan.scan(step, h0,
+                              x_arrays + ((m,) if has_mask else ()))
 
         def grad(*grad_args, upstream=None):
             if upstream is None:
@@ -218,8 +231,8 @@ def gru_states(
             dn = dh_new * f_n
             if has_mask:
                 dn = ops.where(m > 0, dn, 0)
-            dx = ops.concatenate([da[..., : 2 * units], dn], -1)
-            grads = [dx, dh0, _weight_grad(h_in, da)]
+            dx = [da[..., :units], da[..., units : 2 * units], dn]
+            grads = _x_grads(dx, split) + [dh0, _weight_grad(h_in, da)]
             if bias is not None:
                 grads.append(ops.sum(da[..., 2 * units :], axis=(0, 1)))
         else:
@@ -229,10 +242,10 @@ def gru_states(
             if has_mask:
                 dn = ops.where(m > 0, dn, 0)
                 dzr = ops.where(m > 0, dzr, 0)
-            dx = ops.concatenate([dzr, dn], -1)
+            dx = [dzr[..., :units], dzr[..., units:], dn]
             d_kernel = ops.concatenate(
                 [_weight_grad(h_in, dzr), _weight_grad(r * h_in, dn)], -1)
-            grads = [dx, dh0, d_kernel]
+            grads = _x_grads(dx, split) + [dh0, d_kernel]
         if m is not None:
             grads.append(ops.zeros_like(m))
         if rmask is not None:

@@ -26,6 +26,7 @@ biases of z and r are added to it there too (they are outside the reset
 gate), so a step adds only `rb_h`, which the reset gate multiplies.
 """
 
+import keras
 from keras import activations
 from keras import ops
 
@@ -130,7 +131,8 @@ def gate_values(
         h_in: the previous state entering the recurrent matmul (dropped out
             when one recurrent mask is used), `(..., units)`.
         x: packed projected inputs `(..., 3 * units)` from
-            `project_inputs`.
+            `project_inputs`, or the same split per gate `(x_z, x_r, x_h)`
+            (see `split_layout`).
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h).
         candidate_bias: `rb_h` `(units,)` or `None`.
         activation, recurrent_activation: callables.
@@ -166,15 +168,19 @@ def gate_values(
         h_c = h_in
     if rec_h is not None and candidate_bias is not None:
         rec_h = rec_h + candidate_bias
-    z, r = _gates_zr(x[..., : 2 * units] + rec_zr, units,
-                     recurrent_activation)
+    if isinstance(x, (list, tuple)):
+        x_z, x_r, x_h = x
+        z = recurrent_activation(x_z + rec_zr[..., :units])
+        r = recurrent_activation(x_r + rec_zr[..., units:])
+    else:
+        z, r = _gates_zr(x[..., : 2 * units] + rec_zr, units,
+                         recurrent_activation)
+        x_h = x[..., 2 * units :]
     if reset_after:
-        hh = activation(x[..., 2 * units :] + r * rec_h)
+        hh = activation(x_h + r * rec_h)
     else:
         # The reset gate acts before the matmul.
-        hh = activation(
-            x[..., 2 * units :] + (r * h_c) @ recurrent_kernel[:, 2 * units :]
-        )
+        hh = activation(x_h + (r * h_c) @ recurrent_kernel[:, 2 * units :])
     return z, r, hh, rec_h
 
 
@@ -206,3 +212,19 @@ def gru_step(
     # Previous state and candidate mixed by the update gate:
     # z * h + (1 - z) * hh, written with one product.
     return hh + z * (h_tm1 - hh)
+
+
+def split_layout():
+    """Whether the loops should take the projection split per gate.
+
+    On XLA:CPU (JAX) a step that slices one packed `(batch, 3 * units)`
+    input runs about 2.5 times slower than one that reads three separate
+    arrays; on TensorFlow and PyTorch the packed layout is faster (one
+    read and fewer ops per step).
+    """
+    return keras.backend.backend() == "jax"
+
+
+def split_gates(x, units):
+    """`(..., 3 * units)` -> `(x_z, x_r, x_h)`."""
+    return (x[..., :units], x[..., units : 2 * units], x[..., 2 * units :])

@@ -43,7 +43,8 @@ def run_sequence(
       no custom-gradient ops, which exporters such as tf2onnx reject).
 
     Args:
-        x: packed projected inputs `(time, batch, 3 * units)`.
+        x: packed projected inputs `(time, batch, 3 * units)`; split per
+            gate here where that layout is faster (`split_layout`).
         initial_state: `(batch, units)`.
         recurrent_kernel, candidate_bias, activation, recurrent_activation,
             reset_after, recurrent_masks: as for `recurrence.gru_step`.
@@ -68,25 +69,34 @@ def run_sequence(
     # the outputs of masked steps are derived after the loop (below), so
     # the carry and the emitted value share one structure, as the
     # TensorFlow `scan` requires.
+    units = recurrent_kernel.shape[0]
+    if recurrence.split_layout():
+        x = recurrence.split_gates(x, units)
+    gate_arrays = tuple(x) if isinstance(x, tuple) else (x,)
+    n_gates = len(gate_arrays)
+
+    def step_input(xs_t):
+        return tuple(xs_t[:n_gates]) if n_gates > 1 else xs_t[0]
+
     if mask is None:
-        xs = (x,)
+        xs = gate_arrays
 
         def step(h, xs_t):
-            h_new = cell(h, xs_t[0])
+            h_new = cell(h, step_input(xs_t))
             return h_new, h_new
 
     else:
         mask = ops.cast(mask, "bool")
-        xs = (x, ops.expand_dims(mask, -1))
+        xs = gate_arrays + (ops.expand_dims(mask, -1),)
 
         def step(h, xs_t):
-            h_next = ops.where(xs_t[1], cell(h, xs_t[0]), h)
+            h_next = ops.where(xs_t[-1], cell(h, step_input(xs_t)), h)
             return h_next, h_next
 
     if unroll:
         h = initial_state
         states = []
-        for t in range(x.shape[0]):
+        for t in range(xs[0].shape[0]):
             h, _ = step(h, tuple(v[t] for v in xs))
             states.append(h)
         states = ops.stack(states)
