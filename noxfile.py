@@ -10,7 +10,8 @@ import os
 import nox
 
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["tests"]
+# `nox` alone: the suite on all three backends, then the notebooks.
+nox.options.sessions = ["tests", "notebooks"]
 
 BACKENDS = ["jax", "tensorflow", "torch"]
 # Extras per backend. The JAX and PyTorch environments carry each other's
@@ -20,6 +21,13 @@ EXTRAS = {
     "jax": "jax,torch,dev",
     "tensorflow": "tensorflow,dev",
     "torch": "torch,jax,dev",
+}
+# What the export tests need beside each backend: TensorFlow for the
+# SavedModel export from JAX (jax2tf), and ONNX with each backend's converter.
+EXPORT = {
+    "jax": ["tensorflow-cpu", "onnx", "onnxruntime", "jax2onnx"],
+    "tensorflow": ["onnx", "onnxruntime", "tf2onnx"],
+    "torch": ["onnx", "onnxruntime", "onnxscript"],
 }
 ENV = {
     # Two cores: one thread per op keeps PyTorch and XLA from
@@ -38,6 +46,7 @@ def _install(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session, backend: str) -> None:
     """Runs the test suite on one Keras backend."""
     _install(session, EXTRAS[backend])
+    session.install(*EXPORT[backend])
     session.run(
         "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
         *session.posargs,
