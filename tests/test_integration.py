@@ -145,12 +145,8 @@ def test_mixed_precision(policy):
     assert np.isfinite(history.history["loss"]).all()
 
 
-@pytest.mark.parametrize("reset_after", [True, False])
-def test_cell_in_keras_rnn_matches_keras_cell(reset_after):
-    ours = keras.layers.RNN(keras_gru_plus.GRUCell(6, reset_after=reset_after),
-                            return_sequences=True)
-    theirs = keras.layers.RNN(keras.layers.GRUCell(6, reset_after=reset_after),
-                              return_sequences=True)
+def _assert_same_with_shared_weights(ours, theirs):
+    """Builds both on X, gives them the same random weights, compares."""
     ours.build(X.shape)
     theirs.build(X.shape)
     weights = [RNG.normal(scale=0.3, size=w.shape)
@@ -159,6 +155,16 @@ def test_cell_in_keras_rnn_matches_keras_cell(reset_after):
     theirs.set_weights(weights)
     np.testing.assert_allclose(to_numpy(ours(X)), to_numpy(theirs(X)),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_cell_in_keras_rnn_matches_keras_cell(reset_after):
+    _assert_same_with_shared_weights(
+        keras.layers.RNN(keras_gru_plus.GRUCell(6, reset_after=reset_after),
+                         return_sequences=True),
+        keras.layers.RNN(keras.layers.GRUCell(6, reset_after=reset_after),
+                         return_sequences=True),
+    )
 
 
 def test_stacked_rnn_cells_match_keras():
@@ -166,15 +172,8 @@ def test_stacked_rnn_cells_match_keras():
         return keras.layers.RNN(keras.layers.StackedRNNCells(
             [cell_cls(6), cell_cls(3, reset_after=False)]))
 
-    ours, theirs = build(keras_gru_plus.GRUCell), build(keras.layers.GRUCell)
-    ours.build(X.shape)
-    theirs.build(X.shape)
-    weights = [RNG.normal(scale=0.3, size=w.shape)
-               for w in theirs.get_weights()]
-    ours.set_weights(weights)
-    theirs.set_weights(weights)
-    np.testing.assert_allclose(to_numpy(ours(X)), to_numpy(theirs(X)),
-                               atol=1e-5)
+    _assert_same_with_shared_weights(build(keras_gru_plus.GRUCell),
+                                     build(keras.layers.GRUCell))
 
 
 def test_cell_state_and_output_size():
