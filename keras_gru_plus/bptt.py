@@ -194,6 +194,9 @@ def gru_states(
             # d(loss)/d[pre_z, pre_r, rec_h] = dh_new * factors.
             factors = ops.concatenate(
                 [f_z, f_n * rec_h * rec_slope(r), f_n * r], axis=-1)
+            # Eager backends free these now (rec_h keeps the whole
+            # recurrent matmul alive), lowering the backward's peak memory.
+            del n, r, rec_h, f_z
             loop_xs = (upstream, z, factors)
         else:
             q = h_in * rec_slope(r)
@@ -222,10 +225,12 @@ def gru_states(
 
         dh0, dh_new = scan.scan(back_step, ops.zeros_like(h0), loop_xs,
                                 reverse=True)
+        del loop_xs
         # Vectorized over all steps from here on. Masked steps get exact
         # zeros, even where their (unused) values are not finite.
         if reset_after:
             da = ops.concatenate([dh_new, dh_new, dh_new], -1) * factors
+            del factors
             if has_mask:
                 da = ops.where(m > 0, da, 0)
             dn = dh_new * f_n
