@@ -47,8 +47,8 @@ def keras_agrees(case, nonzero_start):
 
     Elsewhere the built-in is inconsistent across its own code paths, and
     the float64 reference alone is the expectation:
-    - unrolled with a mask, it ignores `zero_output_for_mask` (JAX) or
-      misorders the masked outputs with `go_backwards` (TensorFlow);
+    - unrolled with a mask, it ignores `zero_output_for_mask` (JAX), or
+      with `go_backwards` misplaces the zeros it outputs (TensorFlow);
     - on JAX, its `scan` path outputs the initial state, not zeros, at
       masked steps before the first unmasked one;
     - on PyTorch, mask + `go_backwards` + `unroll` raises AttributeError.
