@@ -409,6 +409,21 @@ class GRU(keras.Layer):
     def from_config(cls, config):
         return cls(**config)
 
+    def set_weights(self, weights):
+        """Sets the weights from NumPy arrays, all or none.
+
+        Args:
+            weights: a list of arrays in the order of `layer.weights`
+                (`kernel`, `recurrent_kernel`, `bias`), as `get_weights()`
+                returns them, also from `keras.layers.GRU`.
+
+        Raises:
+            ValueError: when the count or any shape is wrong; then no
+                weight is changed.
+        """
+        validation.check_weights(self, weights)
+        super().set_weights(weights)
+
     def compute_output_shape(self, inputs_shape, initial_state_shape=None):
         if self.time_major:
             time, batch = inputs_shape[0], inputs_shape[1]

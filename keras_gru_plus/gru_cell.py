@@ -261,6 +261,21 @@ class GRUCell(keras.Layer):
         base_config = super().get_config()
         return {**base_config, **config}
 
+    def set_weights(self, weights):
+        """Sets the weights from NumPy arrays, all or none.
+
+        Args:
+            weights: a list of arrays in the order of `layer.weights`
+                (`kernel`, `recurrent_kernel`, `bias`), as `get_weights()`
+                returns them, also from `keras.layers.GRU`.
+
+        Raises:
+            ValueError: when the count or any shape is wrong; then no
+                weight is changed.
+        """
+        validation.check_weights(self, weights)
+        super().set_weights(weights)
+
     def get_initial_state(self, batch_size=None):
         """Zero state `[(batch_size, units)]` in the compute dtype.
 

@@ -198,3 +198,29 @@ def check_initial_state(initial_state, batch, units):
             f"shape (batch, units) = {expected}, got shape {shape}."
         )
     return initial_state
+
+
+def check_weights(layer, weights):
+    """Every new weight has the shape of the one it replaces.
+
+    Checked for all of them before any is assigned, so that a bad list
+    leaves the layer as it was (`keras.Layer.set_weights` assigns one at a
+    time and raises on the first bad one).
+    """
+    current = layer.weights
+    if len(weights) != len(current):
+        raise ValueError(
+            f"Received an invalid value for argument `weights` of "
+            f"{layer.name}.set_weights, expected a list of {len(current)} "
+            f"arrays ({', '.join(v.path for v in current)}), got "
+            f"{len(weights)}."
+        )
+    for variable, value in zip(current, weights):
+        shape = _shape(value)
+        if shape != tuple(variable.shape):
+            raise ValueError(
+                f"Received an invalid value for argument `weights` of "
+                f"{layer.name}.set_weights, expected shape "
+                f"{tuple(variable.shape)} for {variable.path}, got shape "
+                f"{shape}. No weight was changed."
+            )

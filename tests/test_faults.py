@@ -122,25 +122,29 @@ def test_from_config_with_unknown_key_raises_type_error():
 
 
 @pytest.mark.parametrize("bad_index", [0, 1, 2])
-def test_set_weights_with_wrong_shape(bad_index):
-    """A weight of the wrong shape raises ValueError.
+def test_set_weights_with_wrong_shape_changes_nothing(bad_index):
+    """A weight of the wrong shape raises ValueError; no weight changes.
 
-    `keras.Layer.set_weights` (which both layers inherit) checks and assigns
-    one weight at a time, so the weights before the bad one are already
-    assigned when it raises. Ours does what keras.layers.GRU does.
+    `keras.Layer.set_weights` (what keras.layers.GRU uses) assigns one
+    weight at a time, so there the weights before the bad one are already
+    replaced when it raises; ours checks every shape first.
     """
     shape = (2, 5, 4)
     ours, theirs, weights = twin_layers(shape, dict(units=3))
     new = [w + 1.0 for w in weights]
     new[bad_index] = np.zeros(new[bad_index].shape + (1,), "float32")
-    for layer in (ours, theirs):
-        with pytest.raises(ValueError, match="shape"):
-            layer.set_weights(new)
-    for i, (o, t) in enumerate(zip(ours.get_weights(), theirs.get_weights())):
-        np.testing.assert_array_equal(o, t)
-        # Partial assignment: weights before the bad one hold the new values.
-        np.testing.assert_array_equal(o, new[i] if i < bad_index
+    with pytest.raises(ValueError, match=r"shape.*No weight was changed"):
+        ours.set_weights(new)
+    for o, w in zip(ours.get_weights(), weights):
+        np.testing.assert_array_equal(o, w)
+    with pytest.raises(ValueError, match="shape"):
+        theirs.set_weights(new)
+    for i, t in enumerate(theirs.get_weights()):
+        # The built-in's partial assignment, for the record.
+        np.testing.assert_array_equal(t, new[i] if i < bad_index
                                       else weights[i])
+    with pytest.raises(ValueError, match="expected a list of 3"):
+        ours.set_weights(new[:2])
 
 
 # Long sequences.
