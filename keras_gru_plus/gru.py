@@ -109,14 +109,14 @@ class GRU(keras.Layer):
         **kwargs: `keras.Layer` arguments (`name`, `dtype`, `trainable`,
             `input_shape`).
 
-    Call arguments:
+    Call arguments (in the order of `keras.layers.GRU.call`):
         inputs: A 3-D tensor `(batch, time, features)`, or
             `(time, batch, features)` with `time_major=True`.
+        initial_state: Optional `(batch, units)` tensor, or a list holding
+            one; zeros by default (the stored state when `stateful=True`).
         mask: Optional boolean tensor `(batch, time)` (`(time, batch)` with
             `time_major=True`); `False` skips the step: the state is kept.
         training: Python boolean, whether dropout applies.
-        initial_state: Optional `(batch, units)` tensor, or a list holding
-            one; zeros by default (the stored state when `stateful=True`).
 
     Returns:
         The last output `(batch, units)`, or with `return_sequences=True`
@@ -254,7 +254,7 @@ class GRU(keras.Layer):
                     )
                 self._create_state_variables(batch)
 
-    def call(self, inputs, mask=None, training=None, initial_state=None):
+    def call(self, inputs, initial_state=None, mask=None, training=None):
         input_dim = self.cell.kernel.shape[0]
         validation.check_sequence(
             tuple(inputs.shape), self.time_major, input_dim

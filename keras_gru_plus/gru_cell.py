@@ -36,12 +36,14 @@ class GRUCell(keras.Layer):
     `keras_gru_plus.GRU` uses the same step function over a whole sequence.
 
     Dropout is variational: one mask per sequence, the same at every step.
-    `keras_gru_plus.GRU` draws the masks before its loop; under
-    `keras.layers.RNN` they are drawn by `get_initial_state`, which that
-    loop calls once per sequence. A loop that provides its own initial
-    state and prepares no masks (`get_dropout_mask_for_cell`) gets masks
-    drawn at each step (not variational; not possible inside a JAX-traced
-    loop).
+    `keras_gru_plus.GRU` draws the masks before its loop and clears them
+    after. Under `keras.layers.RNN` they are drawn by `get_initial_state`,
+    which that loop calls once per sequence when it is not stateful and
+    gets no `initial_state`; otherwise the masks of the last
+    `get_initial_state` call stay cached: call `reset_dropout_mask()` and
+    `reset_recurrent_dropout_mask()` between batches there (or use
+    `keras_gru_plus.GRU`). With no mask cached at all, masks are drawn at
+    each step (not variational; not possible inside a JAX-traced loop).
 
     Args:
         units: Positive integer, dimensionality of the output space.

@@ -62,7 +62,7 @@ def check_choice(name, value, choices):
 
 
 def check_seed(seed):
-    """`seed` is `None` or a non-negative integer."""
+    """`seed` is `None` or an integer."""
     if seed is None:
         return None
     if isinstance(seed, (bool, np.bool_)) or not isinstance(

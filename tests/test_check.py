@@ -15,9 +15,10 @@ def test_compare_detects_a_wrong_layer(monkeypatch):
     """A layer that scales its inputs by 1.01 must be reported."""
 
     class Skewed(gru_module.GRU):
-        def call(self, inputs, mask=None, training=None,
-                 initial_state=None):
-            return super().call(inputs * 1.01, mask, training, initial_state)
+        def call(self, inputs, initial_state=None, mask=None,
+                 training=None):
+            return super().call(inputs * 1.01, initial_state=initial_state,
+                                mask=mask, training=training)
 
     monkeypatch.setattr(check, "GRU", Skewed)
     out_diff, grad_diff = check.compare({}, "none")

@@ -56,6 +56,18 @@ def test_initial_state_matches_keras(go_backwards):
     )
 
 
+def test_initial_state_is_the_second_positional_argument():
+    """As in keras.layers.GRU.call(sequences, initial_state, mask, training)."""
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype("float32")
+    h0 = np.random.default_rng(1).normal(size=(2, 5)).astype("float32")
+    ours, theirs = _pair(5)
+    positional = to_numpy(ours(x, h0))
+    np.testing.assert_allclose(positional,
+                               to_numpy(ours(x, initial_state=h0)), atol=0)
+    np.testing.assert_allclose(positional, to_numpy(theirs(x, h0)),
+                               atol=1e-5)
+
+
 def test_reset_states_with_numpy_value():
     """Keras 2: `reset_states(states)` sets the state to the given array."""
     x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype("float32")
