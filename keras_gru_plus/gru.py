@@ -299,7 +299,7 @@ class GRU(keras.Layer):
             inputs, (1, 0, 2)
         )
         if mask is not None:
-            mask = ops.cast(mask, "bool")
+            # (`run_sequence` casts it to bool.)
             if not self.time_major:
                 mask = ops.transpose(mask, (1, 0))
 
@@ -410,19 +410,9 @@ class GRU(keras.Layer):
         return cls(**config)
 
     def set_weights(self, weights):
-        """Sets the weights from NumPy arrays, all or none.
-
-        Args:
-            weights: a list of arrays in the order of `layer.weights`
-                (`kernel`, `recurrent_kernel`, `bias`), as `get_weights()`
-                returns them, also from `keras.layers.GRU`.
-
-        Raises:
-            ValueError: when the count or any shape is wrong; then no
-                weight is changed.
-        """
-        validation.check_weights(self, weights)
-        super().set_weights(weights)
+        """Sets the weights, all or none; see `GRUCell.set_weights`."""
+        # The layer's weights are the cell's, in the same order.
+        self.cell.set_weights(weights)
 
     def compute_output_shape(self, inputs_shape, initial_state_shape=None):
         if self.time_major:
