@@ -12,6 +12,10 @@ is derived from the documented equations (see `recurrence.py`):
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
   `dR = H_prev^T dA`, the way fused RNN kernels get their speed.
+- Long sequences go backward in blocks of `BLOCK_STEPS` steps, last block
+  first: the recompute, the sequential part (unrolled) and the matmuls of
+  one block, then the next, so the vectorized intermediates stay block
+  sized (less memory, and in cache).
 
 This avoids storing autodiff intermediates of every step, and it lets
 TensorFlow compile the training step with XLA: autodiff through its
@@ -78,6 +82,29 @@ def supports(activation, recurrent_activation, recurrent_masks):
         and slope_of(recurrent_activation) is not None
         and (recurrent_masks is None or len(recurrent_masks) == 1)
     )
+
+
+# Steps per block of the backward pass over long sequences. Measured on
+# 1,000 steps (batch 32, 128 units, 2 CPUs): training steps 25% faster on
+# PyTorch and 6% on JAX than one block, and the peak memory of a training
+# step down by 13% (TensorFlow) to 26% (PyTorch); on 100 steps one block
+# is as fast or faster.
+BLOCK_STEPS = 100
+
+
+def block_size(n_steps):
+    """Steps per block of the backward pass, or `None` for one block.
+
+    Sequences of at least two blocks, with a length known when traced.
+    """
+    if n_steps is None or n_steps < 2 * BLOCK_STEPS:
+        return None
+    return BLOCK_STEPS
+
+
+def _dims(shape):
+    """A static shape for `ops.reshape`, -1 for its unknown (batch) size."""
+    return tuple(-1 if d is None else d for d in shape)
 
 
 def _weight_grad(a, b):
@@ -160,11 +187,12 @@ def gru_states(
     @ops.custom_gradient
     def states_fn(*args):
         x, h0, kernel, bias, m, rmask = unpack(args)
+        step_kernel = recurrence.kernel_parts(kernel, reset_after)
 
         def step(h, xs):
             h_in = h if rmask is None else h * rmask
             x_t = tuple(xs[:n_x]) if split else xs[0]
-            z, _, n, _ = gates(h_in, x_t, kernel, bias)
+            z, _, n, _ = gates(h_in, x_t, step_kernel, bias)
             h_new = n + z * (h - n)
             if has_mask:
                 h_new = ops.where(xs[-1] > 0, h_new, h)
@@ -182,8 +210,85 @@ def gru_states(
         return states, grad
 
     def _backward(upstream, states, x, h0, kernel, bias, m, rmask):
-        # Recomputed for all steps at once: one large recurrent matmul.
         h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
+        x_arrays = tuple(x) if split else (x,)
+        n_steps = states.shape[0]
+        block = block_size(n_steps)
+        if block is None:
+            dh0, dx, d_kernel, d_bias = _block_grads(
+                ops.zeros_like(h0), upstream, h_prev, x_arrays, m, kernel,
+                bias, rmask, unrolled=False)
+        else:
+            dh0, dx, d_kernel, d_bias = _blocked(
+                block, h0, upstream, h_prev, x_arrays, m, kernel, bias,
+                rmask)
+        grads = list(dx) + [dh0, d_kernel]
+        if d_bias is not None:
+            grads.append(d_bias)
+        if m is not None:
+            grads.append(ops.zeros_like(m))
+        if rmask is not None:
+            grads.append(ops.zeros_like(rmask))
+        return tuple(grads)
+
+    def _blocked(block, h0, upstream, h_prev, x_arrays, m, kernel, bias,
+                 rmask):
+        # Blocks of `block` steps, last block first: the vectorized work of
+        # a block stays small (in cache, and freed block by block) and its
+        # steps are unrolled. A shorter block at the end of the sequence,
+        # if any, runs first, outside the loop.
+        n_steps = h_prev.shape[0]
+        head = (n_steps // block) * block
+        seqs = (upstream, h_prev) + x_arrays + ((m,) if has_mask else ())
+        dh = ops.zeros_like(h0)
+        tail = None
+        if head < n_steps:
+            t = [a[head:] for a in seqs]
+            tail = _block_grads(
+                dh, t[0], t[1], tuple(t[2 : 2 + n_x]),
+                t[-1] if has_mask else None, kernel, bias, rmask,
+                unrolled=True)
+            dh = tail[0]
+        blocks = tuple(
+            ops.reshape(a[:head], (head // block, block) + _dims(a.shape[1:]))
+            for a in seqs)
+
+        def outer(carry, b):
+            dh_b, dx_b, dk_b, db_b = _block_grads(
+                carry[0], b[0], b[1], tuple(b[2 : 2 + n_x]),
+                b[-1] if has_mask else None, kernel, bias, rmask,
+                unrolled=True)
+            out = (dh_b,) + tuple(dx_b) + (dk_b,) + (
+                (db_b,) if db_b is not None else ())
+            # TensorFlow's `scan` wants each output shaped like the carry.
+            return out, out
+
+        has_db = reset_after and bias is not None
+        init = ((dh,)
+                + tuple(ops.zeros_like(a[0]) for a in blocks[2 : 2 + n_x])
+                + (ops.zeros_like(kernel),)
+                + ((ops.zeros_like(bias),) if has_db else ()))
+        last, ys = scan.scan(outer, init, blocks, reverse=True)
+        dx = [ops.reshape(d, (head,) + _dims(d.shape[2:]))
+              for d in ys[1 : 1 + n_x]]
+        d_kernel = ops.sum(ys[1 + n_x], axis=0)
+        d_bias = ops.sum(ys[2 + n_x], axis=0) if has_db else None
+        if tail is not None:
+            dx = [ops.concatenate([a, b], axis=0) for a, b in zip(dx, tail[1])]
+            d_kernel = d_kernel + tail[2]
+            if has_db:
+                d_bias = d_bias + tail[3]
+        return last[0], dx, d_kernel, d_bias
+
+    def _block_grads(dh_next, upstream, h_prev, x_arrays, m, kernel, bias,
+                     rmask, unrolled):
+        """Gradients over consecutive steps, given dL/dh after the last.
+
+        Returns `(dh_before_first, dx, d_kernel, d_bias)`, with `dx` a list
+        laid out as `x_arrays` and `d_bias` `None` without a candidate bias.
+        """
+        x = x_arrays if split else x_arrays[0]
+        # Recomputed for all steps at once: one large recurrent matmul.
         h_in = h_prev if rmask is None else h_prev * rmask
         z, r, n, rec_h = gates(h_in, x, kernel, bias)
         # d(loss)/d(pre-activation) = d(loss)/d(h_new) * factor.
@@ -200,9 +305,10 @@ def gru_states(
             loop_xs = (upstream, z, factors)
         else:
             q = h_in * rec_slope(r)
-            kernel_zr_t, kernel_h_t = kernel_t[: 2 * units], kernel_t[2 * units :]
+            kernel_zr_t = kernel_t[: 2 * units]
+            kernel_h_t = kernel_t[2 * units :]
             loop_xs = (upstream, z, f_z, f_n, q, r)
-        if has_mask:
+        if m is not None:
             loop_xs = loop_xs + (m,)
 
         def back_step(carry, xs):
@@ -223,11 +329,12 @@ def gru_states(
                 dh_prev = ops.where(xs[-1] > 0, dh_prev, g)
             return dh_prev, dh_new
 
-        dh0, dh_new = scan.scan(back_step, ops.zeros_like(h0), loop_xs,
-                                reverse=True)
+        loop = scan.python_loop if unrolled else scan.scan
+        dh_first, dh_new = loop(back_step, dh_next, loop_xs, reverse=True)
         del loop_xs
         # Vectorized over all steps from here on. Masked steps get exact
         # zeros, even where their (unused) values are not finite.
+        d_bias = None
         if reset_after:
             da = ops.concatenate([dh_new, dh_new, dh_new], -1) * factors
             del factors
@@ -237,9 +344,9 @@ def gru_states(
             if has_mask:
                 dn = ops.where(m > 0, dn, 0)
             dx = [da[..., :units], da[..., units : 2 * units], dn]
-            grads = _x_grads(dx, split) + [dh0, _weight_grad(h_in, da)]
+            d_kernel = _weight_grad(h_in, da)
             if bias is not None:
-                grads.append(ops.sum(da[..., 2 * units :], axis=(0, 1)))
+                d_bias = ops.sum(da[..., 2 * units :], axis=(0, 1))
         else:
             dn = dh_new * f_n
             d_rh = dn @ kernel_h_t
@@ -250,11 +357,6 @@ def gru_states(
             dx = [dzr[..., :units], dzr[..., units:], dn]
             d_kernel = ops.concatenate(
                 [_weight_grad(h_in, dzr), _weight_grad(r * h_in, dn)], -1)
-            grads = _x_grads(dx, split) + [dh0, d_kernel]
-        if m is not None:
-            grads.append(ops.zeros_like(m))
-        if rmask is not None:
-            grads.append(ops.zeros_like(rmask))
-        return tuple(grads)
+        return dh_first, _x_grads(dx, split), d_kernel, d_bias
 
     return states_fn(*args)

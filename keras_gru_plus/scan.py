@@ -18,7 +18,7 @@ def scan(step, init, xs, reverse=False):
     if keras.backend.backend() == "torch":
         # Eager: a plain loop does what keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
-        return _python_loop(step, init, xs, reverse)
+        return python_loop(step, init, xs, reverse)
     if xs[0].shape[0] is not None or len(xs) == 1:
         return ops.scan(step, init, tuple(xs), reverse=reverse)
     return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse)
@@ -67,7 +67,11 @@ def final_carry(step, init, xs):
     return ops.fori_loop(0, ops.shape(xs[0])[0], body, init)
 
 
-def _python_loop(step, init, xs, reverse):
+def python_loop(step, init, xs, reverse=False):
+    """The scan as a plain Python loop (unrolled when traced).
+
+    A step may emit a tuple of tensors; each is stacked apart.
+    """
     steps = range(xs[0].shape[0])
     if reverse:
         steps = reversed(steps)
@@ -77,4 +81,6 @@ def _python_loop(step, init, xs, reverse):
         ys.append(y)
     if reverse:
         ys.reverse()
+    if isinstance(ys[0], tuple):
+        return carry, tuple(ops.stack(list(y)) for y in zip(*ys))
     return carry, ops.stack(ys)

@@ -59,9 +59,11 @@ def run_sequence(
         `(time, batch, units)` or `None` when `return_sequences=False`.
     """
 
+    step_kernel = recurrence.kernel_parts(recurrent_kernel, reset_after)
+
     def cell(h, x_t):
         return recurrence.gru_step(
-            h, x_t, recurrent_kernel, candidate_bias, activation,
+            h, x_t, step_kernel, candidate_bias, activation,
             recurrent_activation, reset_after, recurrent_masks,
         )
 

@@ -6,13 +6,18 @@ gradients come from its own backward pass (hand-written for the known
 activations, autodiff for others such as `elu`).
 """
 
+import keras
 import numpy as np
 import pytest
 
 import keras_gru_plus
+from keras_gru_plus import bptt
 from tests import reference
+from tests.helpers import mask_of
 from tests.helpers import outputs_and_gradients
+from tests.helpers import probes
 from tests.helpers import to_numpy
+from tests.helpers import twin_layers
 
 B, T, F, U = 2, 4, 3, 3
 EPS = 1e-6
@@ -44,8 +49,13 @@ def _unflatten(params, shapes):
     dict(reset_after=True, activation="elu"),
     dict(reset_after=True, activation="relu",
          recurrent_activation="hard_sigmoid"),
+    # The backward pass in blocks of 2 steps (long sequences take it).
+    dict(reset_after=True, masked=True, recurrent_dropout=True, blocks=2),
+    dict(reset_after=False, masked=True, recurrent_dropout=True, blocks=2),
 ])
-def test_gradients_match_finite_differences(case):
+def test_gradients_match_finite_differences(case, monkeypatch):
+    if case.get("blocks"):
+        monkeypatch.setattr(bptt, "BLOCK_STEPS", case["blocks"])
     rng = np.random.default_rng(0)
     activation = case.get("activation", "tanh")
     recurrent_activation = case.get("recurrent_activation", "sigmoid")
@@ -94,3 +104,49 @@ def test_gradients_match_finite_differences(case):
                       - _loss(params - step, shapes, probe, kwargs)) / (2 * EPS)
     analytic = np.concatenate([dx.ravel()] + [g.ravel() for g in dw])
     np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("steps", [9, 10])
+@pytest.mark.parametrize("kwargs", [
+    dict(reset_after=True),
+    dict(reset_after=False, go_backwards=True),
+    dict(reset_after=True, use_bias=False, mask="right"),
+    dict(reset_after=False, mask="right", return_sequences=False),
+])
+def test_blocked_backward_matches_keras(kwargs, steps, monkeypatch):
+    # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
+    # and a one-step block run first.
+    monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
+    kwargs = dict(kwargs)
+    mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
+    kwargs.setdefault("return_sequences", True)
+    ours, theirs, _ = twin_layers((2, steps, 3), dict(units=4, **kwargs))
+    x = np.random.default_rng(0).normal(size=(2, steps, 3)).astype(
+        "float32")
+    call = {"mask": mask, "training": True}
+    shape = (2, steps, 4) if kwargs["return_sequences"] else (2, 4)
+    probe = probes([shape])
+    out_o, dx_o, dw_o = outputs_and_gradients(ours, x, call, probe)
+    out_t, dx_t, dw_t = outputs_and_gradients(theirs, x, call, probe)
+    np.testing.assert_allclose(out_o[0], out_t[0], atol=1e-5)
+    np.testing.assert_allclose(dx_o, dx_t, atol=1e-5)
+    for a, b in zip(dw_o, dw_t):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_blocked_training_step_matches_keras(monkeypatch):
+    # A compiled training step (unknown batch size when traced) with the
+    # backward pass in blocks: the same weights after one SGD step.
+    monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
+    ours, theirs, _ = twin_layers((None, 10, 3), dict(units=4))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 10, 3)).astype("float32")
+    y = rng.normal(size=(4, 4)).astype("float32")
+    weights = []
+    for layer in (ours, theirs):
+        model = keras.Sequential([keras.Input((10, 3)), layer])
+        model.compile(keras.optimizers.SGD(0.5), "mse")
+        model.train_on_batch(x, y)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_gru_plus
+from keras_gru_plus import bptt
 from tests.helpers import BACKEND
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
@@ -97,7 +98,12 @@ def test_none_batch_and_time_dimensions(return_sequences):
 @pytest.mark.skipif(BACKEND == "torch",
                     reason="jit_compile=True is XLA: JAX and TensorFlow only")
 @pytest.mark.parametrize("masked", [False, True])
-def test_jit_compile_training_matches_keras(masked):
+@pytest.mark.parametrize("blocks", [False, True])
+def test_jit_compile_training_matches_keras(masked, blocks, monkeypatch):
+    if blocks:
+        # The backward pass of the 7 steps in blocks of 3 (and one step).
+        monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
+
     def build(gru_cls):
         layers = [keras.Input((7, 5))]
         if masked:
