@@ -318,16 +318,19 @@ class GRU(keras.Layer):
         projection_bias, candidate_bias = recurrence.split_bias(
             bias, cell.reset_after, cell.units
         )
-        projected = recurrence.project_inputs(
-            sequence, kernel, projection_bias, cell.units, input_masks
-        )
+
+        def project(steps):
+            return recurrence.project_inputs(
+                steps, kernel, projection_bias, cell.units, input_masks
+            )
+
         if self.go_backwards:
-            projected = ops.flip(projected, axis=0)
+            sequence = ops.flip(sequence, axis=0)
             if mask is not None:
                 mask = ops.flip(mask, axis=0)
 
         last_output, outputs, state = sequence_module.run_sequence(
-            projected,
+            sequence,
             h0,
             recurrent_kernel,
             candidate_bias,
@@ -340,6 +343,7 @@ class GRU(keras.Layer):
             return_sequences=self.return_sequences,
             unroll=self.unroll,
             inference=not training,
+            project=project,
         )
 
         if self.stateful:

@@ -46,9 +46,12 @@ def _unpacking(step, xs):
     return packed_step
 
 
-def final_carry(step, init, xs):
-    """The carry after the last step, storing nothing per step."""
-    if keras.backend.backend() == "torch":
+def final_carry(step, init, xs, unrolled=False):
+    """The carry after the last step, storing nothing per step.
+
+    `unrolled=True` takes a Python loop (a static number of steps).
+    """
+    if unrolled or keras.backend.backend() == "torch":
         carry = init
         for t in range(xs[0].shape[0]):
             carry = step(carry, tuple(x[t] for x in xs))[0]

@@ -1,10 +1,18 @@
 """The GRU over a whole time-major sequence: loops, masks, outputs."""
 
+import keras
 from keras import ops
 
 from keras_gru_plus import bptt
 from keras_gru_plus import recurrence
 from keras_gru_plus import scan
+
+# Steps per block of the state-only loop over long sequences, which
+# projects the inputs block by block instead of all at once. Measured on
+# 1,000 steps (batch 32, 64 features, 128 units, 2 CPUs): 44 -> 24 ms on
+# JAX, 42 -> 35 ms on TensorFlow; the projection of the whole sequence
+# (49 MB there) no longer passes through memory.
+BLOCK_STEPS = 100
 
 
 def run_sequence(
@@ -21,6 +29,7 @@ def run_sequence(
     return_sequences=True,
     unroll=False,
     inference=False,
+    project=None,
 ):
     """Runs the recurrence over a time-major sequence.
 
@@ -36,7 +45,9 @@ def run_sequence(
     Which loop runs:
     - `unroll=True`: a Python loop, autodiff;
     - `inference` without `return_sequences`: a loop that keeps only the
-      state (`keras.ops.fori_loop`), autodiff;
+      state (`keras.ops.fori_loop`), autodiff; over a sequence of at least
+      two blocks of `BLOCK_STEPS` steps (known length), given `project`,
+      the inputs are projected one block at a time inside that loop;
     - training with the usual activations: `bptt.gru_states`, with the
       hand-written backward pass;
     - otherwise `keras.ops.scan` with autodiff (inference graphs then hold
@@ -44,7 +55,8 @@ def run_sequence(
 
     Args:
         x: packed projected inputs `(time, batch, 3 * units)`; split per
-            gate here where that layout is faster (`split_layout`).
+            gate here where that layout is faster (`split_layout`). With
+            `project`, the inputs before the projection.
         initial_state: `(batch, units)`.
         recurrent_kernel, candidate_bias, activation, recurrent_activation,
             reset_after, recurrent_masks: as for `recurrence.gru_step`.
@@ -53,6 +65,8 @@ def run_sequence(
         return_sequences: whether to return the output of every step.
         unroll: a Python loop; needs a static number of time steps.
         inference: the caller does not train (`training` is false).
+        project: `None`, or a function from inputs `(steps, batch, ...)` to
+            their packed projection `(steps, batch, 3 * units)`.
 
     Returns:
         `(last_output, outputs, final_state)`: `outputs` is
@@ -72,28 +86,44 @@ def run_sequence(
     # the carry and the emitted value share one structure, as the
     # TensorFlow `scan` requires.
     units = recurrent_kernel.shape[0]
-    if recurrence.split_layout():
-        x = recurrence.split_gates(x, units)
-    gate_arrays = tuple(x) if isinstance(x, tuple) else (x,)
-    n_gates = len(gate_arrays)
+    n_gates = 3 if recurrence.split_layout() else 1
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+
+    def loop_inputs(projected, mask):
+        if n_gates == 3:
+            projected = recurrence.split_gates(projected, units)
+        arrays = projected if n_gates == 3 else (projected,)
+        if mask is not None:
+            arrays = arrays + (ops.expand_dims(mask, -1),)
+        return arrays
 
     def step_input(xs_t):
         return tuple(xs_t[:n_gates]) if n_gates > 1 else xs_t[0]
 
     if mask is None:
-        xs = gate_arrays
 
         def step(h, xs_t):
             h_new = cell(h, step_input(xs_t))
             return h_new, h_new
 
     else:
-        mask = ops.cast(mask, "bool")
-        xs = gate_arrays + (ops.expand_dims(mask, -1),)
 
         def step(h, xs_t):
             h_next = ops.where(xs_t[-1], cell(h, step_input(xs_t)), h)
             return h_next, h_next
+
+    n_steps = x.shape[0]
+    if (inference and not return_sequences and not unroll
+            and project is not None and n_steps is not None
+            and n_steps >= 2 * BLOCK_STEPS):
+        h = _final_state_in_blocks(step, initial_state, x, mask, project,
+                                   loop_inputs)
+        return _masked_outputs(h, None, h, mask, zero_output_for_mask)
+    if project is not None:
+        x = project(x)
+    xs = loop_inputs(x, mask)
+    x = xs[:n_gates] if n_gates == 3 else xs[0]
 
     if unroll:
         h = initial_state
@@ -121,9 +151,46 @@ def run_sequence(
         h, states = scan.scan(step, initial_state, xs)
     if not return_sequences:
         states = None
+    return _masked_outputs(h, states, h, mask, zero_output_for_mask)
 
+
+def _final_state_in_blocks(step, initial_state, x, mask, project,
+                           loop_inputs):
+    """The state after the last step, projecting one block at a time.
+
+    The blocks run in a state-only loop; inside one, the projection is one
+    matmul and the steps a loop of their own (unrolled but on JAX, where
+    a nested `scan` compiles smaller). A shorter last block runs after.
+    """
+    n_steps, block = x.shape[0], BLOCK_STEPS
+    head = (n_steps // block) * block
+    unrolled = keras.backend.backend() != "jax"
+
+    def run_block(h, x_block, mask_block):
+        arrays = loop_inputs(project(x_block), mask_block)
+        return scan.final_carry(step, h, arrays, unrolled=unrolled)
+
+    def blocks_of(a):
+        return ops.reshape(a[:head], (head // block, block)
+                           + tuple(-1 if d is None else d
+                                   for d in a.shape[1:]))
+
+    seqs = (blocks_of(x),) + ((blocks_of(mask),) if mask is not None else ())
+
+    def block_step(h, b):
+        h = run_block(h, b[0], b[1] if mask is not None else None)
+        return h, h
+
+    h = scan.final_carry(block_step, initial_state, seqs)
+    if head < n_steps:
+        h = run_block(h, x[head:], None if mask is None else mask[head:])
+    return h
+
+
+def _masked_outputs(h, states, final_state, mask, zero_output_for_mask):
+    """`(last_output, outputs, final_state)` with masked steps' outputs."""
     if mask is None:
-        return h, states, h
+        return h, states, final_state
     # A masked step outputs zeros (`zero_output_for_mask`) or repeats the
     # previous output, which is the state after the last unmasked step, or
     # zeros when no step was unmasked yet.
@@ -134,6 +201,6 @@ def run_sequence(
     keep = ops.expand_dims(keep, -1)
     last_output = ops.where(keep[-1], h, ops.zeros_like(h))
     outputs = None
-    if return_sequences:
+    if states is not None:
         outputs = ops.where(keep, states, ops.zeros_like(states))
-    return last_output, outputs, h
+    return last_output, outputs, final_state

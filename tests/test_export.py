@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 
 import keras_gru_plus
+from keras_gru_plus import sequence
 from tests.helpers import BACKEND
 
 
 def _installed(*names):
     return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+def _use_blocks(blocks, monkeypatch):
+    """The second layer's state-only loop in blocks of 3 steps (of 7), the
+    loop that long sequences take."""
+    if blocks:
+        monkeypatch.setattr(sequence, "BLOCK_STEPS", 3)
 
 
 def _model(unroll=False):
@@ -38,9 +46,11 @@ def _model(unroll=False):
 @pytest.mark.skipif(not _installed("tensorflow"),
                     reason="the SavedModel export needs tensorflow, not "
                     "installed in this environment")
-def test_tf_saved_model_export(tmp_path):
+@pytest.mark.parametrize("blocks", [False, True])
+def test_tf_saved_model_export(tmp_path, blocks, monkeypatch):
     import tensorflow as tf
 
+    _use_blocks(blocks, monkeypatch)
     model, x = _model()
     expected = model.predict(x, verbose=0)
     path = str(tmp_path / "saved")
@@ -54,7 +64,8 @@ def test_tf_saved_model_export(tmp_path):
                     reason="ONNX export needs onnx and onnxruntime, not "
                     "installed in this environment")
 @pytest.mark.parametrize("unroll", [False, True])
-def test_onnx_export(tmp_path, unroll):
+@pytest.mark.parametrize("blocks", [False, True])
+def test_onnx_export(tmp_path, unroll, blocks, monkeypatch):
     converter = {"tensorflow": "tf2onnx", "jax": "jax2onnx",
                  "torch": "onnxscript"}[BACKEND]
     if not _installed(converter):
@@ -66,6 +77,7 @@ def test_onnx_export(tmp_path, unroll):
                     "layer); unroll=True or the PyTorch backend export it")
     import onnxruntime
 
+    _use_blocks(blocks, monkeypatch)
     model, x = _model(unroll)
     expected = model.predict(x, verbose=0)
     path = str(tmp_path / "model.onnx")

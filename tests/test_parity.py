@@ -8,6 +8,7 @@ arguments, is run at least once, forward and gradients.
 import numpy as np
 import pytest
 
+from keras_gru_plus import sequence
 from tests import reference
 from tests.helpers import BACKEND
 from tests.helpers import mask_of
@@ -123,6 +124,35 @@ def _close(actual, expected, what):
     "case", CASES, ids=[f"case{i}" for i in range(len(CASES))]
 )
 def test_parity_grid(case):
+    _check_case(case)
+
+
+# The cases that take the state-only inference loop, run again with that
+# loop in blocks of 2 steps (2 blocks and a 1-step block), which long
+# sequences take.
+BLOCK_GRID = dict(GRID, training=[False], return_sequences=[False],
+                  unroll=[False])
+BLOCK_CASES = pairwise_cases(BLOCK_GRID, seed=5)
+
+
+@pytest.mark.parametrize(
+    "case", BLOCK_CASES, ids=[f"case{i}" for i in range(len(BLOCK_CASES))]
+)
+def test_parity_grid_in_blocks(case, monkeypatch):
+    calls = []
+    in_blocks = sequence._final_state_in_blocks
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return in_blocks(*args, **kwargs)
+
+    monkeypatch.setattr(sequence, "BLOCK_STEPS", 2)
+    monkeypatch.setattr(sequence, "_final_state_in_blocks", spy)
+    _check_case(case)
+    assert calls, "the blocked loop did not run"
+
+
+def _check_case(case):
     rng = np.random.default_rng(7)
     # Inputs of scale 0.5 keep the linear-candidate cases' states O(1),
     # where float32 against float64 can be held to 1e-5.
