@@ -12,11 +12,10 @@ is derived from the documented equations (see `recurrence.py`):
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
   `dR = H_prev^T dA`, the way fused RNN kernels get their speed.
-- On TensorFlow and PyTorch, long sequences go backward in blocks of
-  `BLOCK_STEPS` steps, last block
-  first: the recompute, the sequential part (unrolled) and the matmuls of
-  one block, then the next, so the vectorized intermediates stay block
-  sized (less memory, and in cache).
+- Long sequences go backward in blocks of `BLOCK_STEPS` steps, last block
+  first: the recompute, the sequential part and the matmuls of one block,
+  then the next, so the vectorized intermediates stay block sized (less
+  memory, and in cache).
 
 This avoids storing autodiff intermediates of every step, and it lets
 TensorFlow compile the training step with XLA: autodiff through its
@@ -87,24 +86,18 @@ def supports(activation, recurrent_activation, recurrent_masks):
 
 
 # Steps per block of the backward pass over long sequences. Measured on
-# 1,000 steps (batch 32, 128 units, 2 CPUs) against one block: PyTorch
-# training steps 25% faster and 26% less peak memory, TensorFlow 13% less
-# memory at the same speed; on 100 steps one block is as fast or faster.
-# Not on JAX: XLA already keeps the whole-sequence backward lean, and
-# compiling the unrolled blocks raised the peak memory from 337 to 589 MB.
+# 1,000 steps (batch 32, 128 units, 2 CPUs) against one block: training
+# steps 25% faster on PyTorch and 7% on JAX, the same on TensorFlow; peak
+# memory of a training step 26% lower on PyTorch, 13% on TensorFlow, 4% on
+# JAX. On 100 steps one block is as fast or faster.
 BLOCK_STEPS = 100
-# Tests turn blocks on for JAX too, so that every backend checks the code.
-BLOCKS_ON_JAX = False
 
 
 def block_size(n_steps):
     """Steps per block of the backward pass, or `None` for one block.
 
-    Sequences of at least two blocks, with a length known when traced, on
-    TensorFlow and PyTorch (see `BLOCK_STEPS`).
+    Sequences of at least two blocks, with a length known when traced.
     """
-    if keras.backend.backend() == "jax" and not BLOCKS_ON_JAX:
-        return None
     if n_steps is None or n_steps < 2 * BLOCK_STEPS:
         return None
     return BLOCK_STEPS
@@ -247,6 +240,10 @@ def gru_states(
         # if any, runs first, outside the loop.
         n_steps = h_prev.shape[0]
         head = (n_steps // block) * block
+        # The steps of a block are unrolled, except on JAX: XLA compiles
+        # unrolled blocks into a far larger program (peak memory of a
+        # training step 589 MB against 326 MB with a nested scan).
+        unrolled = keras.backend.backend() != "jax"
         seqs = (upstream, h_prev) + x_arrays + ((m,) if has_mask else ())
         dh = ops.zeros_like(h0)
         tail = None
@@ -255,7 +252,7 @@ def gru_states(
             tail = _block_grads(
                 dh, t[0], t[1], tuple(t[2 : 2 + n_x]),
                 t[-1] if has_mask else None, kernel, bias, rmask,
-                unrolled=True)
+                unrolled=unrolled)
             dh = tail[0]
         blocks = tuple(
             ops.reshape(a[:head], (head // block, block) + _dims(a.shape[1:]))
@@ -265,7 +262,7 @@ def gru_states(
             dh_b, dx_b, dk_b, db_b = _block_grads(
                 carry[0], b[0], b[1], tuple(b[2 : 2 + n_x]),
                 b[-1] if has_mask else None, kernel, bias, rmask,
-                unrolled=True)
+                unrolled=unrolled)
             out = (dh_b,) + tuple(dx_b) + (dk_b,) + (
                 (db_b,) if db_b is not None else ())
             # TensorFlow's `scan` wants each output shaped like the carry.

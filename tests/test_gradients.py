@@ -56,7 +56,6 @@ def _unflatten(params, shapes):
 def test_gradients_match_finite_differences(case, monkeypatch):
     if case.get("blocks"):
         monkeypatch.setattr(bptt, "BLOCK_STEPS", case["blocks"])
-        monkeypatch.setattr(bptt, "BLOCKS_ON_JAX", True)
     rng = np.random.default_rng(0)
     activation = case.get("activation", "tanh")
     recurrent_activation = case.get("recurrent_activation", "sigmoid")
@@ -118,7 +117,6 @@ def test_blocked_backward_matches_keras(kwargs, steps, monkeypatch):
     # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
     # and a one-step block run first.
     monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
-    monkeypatch.setattr(bptt, "BLOCKS_ON_JAX", True)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
@@ -140,7 +138,6 @@ def test_blocked_training_step_matches_keras(monkeypatch):
     # A compiled training step (unknown batch size when traced) with the
     # backward pass in blocks: the same weights after one SGD step.
     monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
-    monkeypatch.setattr(bptt, "BLOCKS_ON_JAX", True)
     ours, theirs, _ = twin_layers((None, 10, 3), dict(units=4))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 10, 3)).astype("float32")

@@ -103,7 +103,6 @@ def test_jit_compile_training_matches_keras(masked, blocks, monkeypatch):
     if blocks:
         # The backward pass of the 7 steps in blocks of 3 (and one step).
         monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
-        monkeypatch.setattr(bptt, "BLOCKS_ON_JAX", True)
 
     def build(gru_cls):
         layers = [keras.Input((7, 5))]
