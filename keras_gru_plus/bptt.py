@@ -307,7 +307,13 @@ def gru_states(
             # Eager backends free these now (rec_h keeps the whole
             # recurrent matmul alive), lowering the backward's peak memory.
             del n, r, rec_h, f_z
-            loop_xs = (upstream, z, factors)
+            # Viewed per gate `(..., 3, units)`, so that a step multiplies
+            # by broadcasting dh_new rather than concatenating three copies
+            # (a concatenation costs more than the multiply on PyTorch).
+            by_gate = ops.reshape(
+                factors, ops.shape(factors)[:-1] + (3, units))
+            del factors
+            loop_xs = (upstream, z, by_gate)
         else:
             q = h_in * rec_slope(r)
             kernel_zr_t = kernel_t[: 2 * units]
@@ -320,7 +326,8 @@ def gru_states(
             g = xs[0] + carry
             dh_new = ops.where(xs[-1] > 0, g, 0) if has_mask else g
             if reset_after:
-                da = ops.concatenate([dh_new, dh_new, dh_new], -1) * xs[2]
+                da = ops.reshape(dh_new[..., None, :] * xs[2],
+                                 (-1, 3 * units))
                 dh_in = da @ kernel_t
             else:
                 _, _, fz, fn, qt, rt = xs[:6]
@@ -341,8 +348,9 @@ def gru_states(
         # zeros, even where their (unused) values are not finite.
         d_bias = None
         if reset_after:
-            da = ops.concatenate([dh_new, dh_new, dh_new], -1) * factors
-            del factors
+            da = ops.reshape(dh_new[..., None, :] * by_gate,
+                             ops.shape(dh_new)[:-1] + (3 * units,))
+            del by_gate
             if has_mask:
                 da = ops.where(m > 0, da, 0)
             dn = dh_new * f_n

@@ -12,6 +12,7 @@ import pytest
 
 import keras_gru_plus
 from keras_gru_plus import bptt
+from keras_gru_plus import sequence
 from tests import reference
 from tests.helpers import mask_of
 from tests.helpers import outputs_and_gradients
@@ -136,17 +137,21 @@ def test_blocked_backward_matches_keras(kwargs, steps, monkeypatch):
 
 def test_blocked_training_step_matches_keras(monkeypatch):
     # A compiled training step (unknown batch size when traced) with the
-    # backward pass in blocks: the same weights after one SGD step.
+    # backward pass in blocks: the same weights after one SGD step; then a
+    # compiled predict with the state-only loop in blocks.
     monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
+    monkeypatch.setattr(sequence, "BLOCK_STEPS", 3)
     ours, theirs, _ = twin_layers((None, 10, 3), dict(units=4))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 10, 3)).astype("float32")
     y = rng.normal(size=(4, 4)).astype("float32")
-    weights = []
+    weights, predictions = [], []
     for layer in (ours, theirs):
         model = keras.Sequential([keras.Input((10, 3)), layer])
         model.compile(keras.optimizers.SGD(0.5), "mse")
         model.train_on_batch(x, y)
         weights.append(model.get_weights())
+        predictions.append(model.predict(x, batch_size=3, verbose=0))
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(*predictions, atol=1e-5)
