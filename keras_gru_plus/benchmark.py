@@ -6,7 +6,7 @@ model, and timed interleaved (ours, keras, ours, keras, ...) after a
 warm-up, through the paths users take: compiled `predict_on_batch` and
 `train_on_batch`. The figure reported is the median time of each and the
 ratio ours/keras. On the PyTorch backend, `torch.nn.GRU` (same shapes, same
-thread count) is timed beside them. Peak memory of one training step at
+thread count) takes its turn in the same alternation. Peak memory of one training step at
 1,000 steps is measured in fresh subprocesses, one per layer.
 
 Timings are noisy on small machines: compare the ratios of one run, not
@@ -105,8 +105,9 @@ def time_interleaved(fns, warmup=2, repeats=7, rounds=3):
     return [float(np.median(s)) for s in samples]
 
 
-def _torch_anchor(config, mode, repeats):
-    """torch.nn.GRU with the same shapes; None where it has no equivalent."""
+def _torch_anchor(config, mode):
+    """A call of torch.nn.GRU with the same shapes (timed beside ours and
+    keras'), or None where it has no equivalent."""
     if keras.backend.backend() != "torch":
         return None
     if config.get("masked") or config.get("layer", {}).get(
@@ -143,8 +144,7 @@ def _torch_anchor(config, mode, repeats):
         loss.backward()
         optimizer.step()
 
-    fn = predict if mode == "predict" else train
-    return time_interleaved([fn], repeats=repeats)[0]
+    return predict if mode == "predict" else train
 
 
 def run_config(name, config, repeats=7):
@@ -160,13 +160,16 @@ def run_config(name, config, repeats=7):
             fns = [lambda m=m: m.predict_on_batch(x) for m in (ours, theirs)]
         else:
             fns = [lambda m=m: m.train_on_batch(x, y) for m in (ours, theirs)]
-        t_ours, t_keras = time_interleaved(fns, repeats=repeats)
+        anchor = _torch_anchor(config, mode)
+        if anchor is not None:
+            fns.append(anchor)
+        times = time_interleaved(fns, repeats=repeats)
+        t_ours, t_keras = times[0], times[1]
         entry = {"ours_ms": 1e3 * t_ours, "keras_ms": 1e3 * t_keras,
                  "ratio": t_ours / t_keras}
-        t_torch = _torch_anchor(config, mode, repeats)
-        if t_torch is not None:
-            entry["torch_nn_gru_ms"] = 1e3 * t_torch
-            entry["ratio_torch"] = t_ours / t_torch
+        if anchor is not None:
+            entry["torch_nn_gru_ms"] = 1e3 * times[2]
+            entry["ratio_torch"] = t_ours / times[2]
         results[mode] = entry
     return results
 
