@@ -189,28 +189,41 @@ def gru_states(
     def states_fn(*args):
         x, h0, kernel, bias, m, rmask = unpack(args)
         step_kernel = recurrence.kernel_parts(kernel, reset_after)
+        x_arrays = tuple(x) if split else (x,)
+        # Eager PyTorch keeps the gates of the forward steps for the
+        # backward pass rather than recomputing them (one large matmul and
+        # the activations), unless the sequence goes backward in blocks,
+        # where recomputing keeps the memory block sized.
+        keep_gates = (keras.backend.backend() == "torch"
+                      and block_size(x_arrays[0].shape[0]) is None)
 
         def step(h, xs):
             h_in = h if rmask is None else h * rmask
             x_t = tuple(xs[:n_x]) if split else xs[0]
-            z, _, n, _ = gates(h_in, x_t, step_kernel, bias)
+            z, r, n, rec_h = gates(h_in, x_t, step_kernel, bias)
             h_new = n + z * (h - n)
             if has_mask:
                 h_new = ops.where(xs[-1] > 0, h_new, h)
+            if keep_gates:
+                return h_new, (h_new, z, r, n) + (
+                    (rec_h,) if reset_after else ())
             return h_new, h_new
 
-        x_arrays = tuple(x) if split else (x,)
         _, states = scan.scan(step, h0,
                               x_arrays + ((m,) if has_mask else ()))
+        kept = None
+        if keep_gates:
+            states, kept = states[0], states[1:]
 
         def grad(*grad_args, upstream=None):
             if upstream is None:
                 (upstream,) = grad_args
-            return _backward(upstream, states, x, h0, kernel, bias, m, rmask)
+            return _backward(upstream, states, x, h0, kernel, bias, m, rmask,
+                             kept)
 
         return states, grad
 
-    def _backward(upstream, states, x, h0, kernel, bias, m, rmask):
+    def _backward(upstream, states, x, h0, kernel, bias, m, rmask, kept):
         h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
         x_arrays = tuple(x) if split else (x,)
         n_steps = states.shape[0]
@@ -218,7 +231,7 @@ def gru_states(
         if block is None:
             dh0, dx, d_kernel, d_bias = _block_grads(
                 ops.zeros_like(h0), upstream, h_prev, x_arrays, m, kernel,
-                bias, rmask, unrolled=False)
+                bias, rmask, unrolled=False, kept=kept)
         else:
             dh0, dx, d_kernel, d_bias = _blocked(
                 block, h0, upstream, h_prev, x_arrays, m, kernel, bias,
@@ -286,16 +299,23 @@ def gru_states(
         return last[0], dx, d_kernel, d_bias
 
     def _block_grads(dh_next, upstream, h_prev, x_arrays, m, kernel, bias,
-                     rmask, unrolled):
+                     rmask, unrolled, kept=None):
         """Gradients over consecutive steps, given dL/dh after the last.
+
+        `kept`: the gates `(z, r, hh[, rec_h])` the forward steps kept, or
+        `None` to recompute them.
 
         Returns `(dh_before_first, dx, d_kernel, d_bias)`, with `dx` a list
         laid out as `x_arrays` and `d_bias` `None` without a candidate bias.
         """
         x = x_arrays if split else x_arrays[0]
-        # Recomputed for all steps at once: one large recurrent matmul.
         h_in = h_prev if rmask is None else h_prev * rmask
-        z, r, n, rec_h = gates(h_in, x, kernel, bias)
+        if kept is None:
+            # Recomputed for all steps at once: one large recurrent matmul.
+            z, r, n, rec_h = gates(h_in, x, kernel, bias)
+        else:
+            z, r, n = kept[:3]
+            rec_h = kept[3] if reset_after else None
         # d(loss)/d(pre-activation) = d(loss)/d(h_new) * factor.
         f_z = (h_prev - n) * rec_slope(z)
         f_n = (1 - z) * act_slope(n)
