@@ -7,7 +7,9 @@ is derived from the documented equations (see `recurrence.py`):
 - Everything that does not depend on the gradient of the next step is
   recomputed after the forward loop in a vectorized way: the recurrent
   matmul of every step at once, `(time * batch, units) x (units, 3 * units)`,
-  then the gates and the activation slopes.
+  then the gates and the activation slopes. (Eager PyTorch, whose forward
+  loop is plain Python, keeps the gates of its steps instead when the
+  sequence is short enough for one block.)
 - Only the recurrence of `dL/dh` is sequential: one reverse scan, with one
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
