@@ -10,7 +10,7 @@ is derived from the documented equations (see `recurrence.py`):
   then the gates and the activation slopes. (Eager PyTorch, whose forward
   loop is plain Python, keeps the gates of its steps instead when the
   sequence is short enough for one block.)
-- Only the recurrence of `dL/dh` is sequential: one reverse scan, with one
+- Only the recurrence of `dL/dh` is sequential: a reverse loop with one
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
   `dR = H_prev^T dA`, the way fused RNN kernels get their speed.
@@ -103,11 +103,6 @@ def block_size(n_steps):
     if n_steps is None or n_steps < 2 * BLOCK_STEPS:
         return None
     return BLOCK_STEPS
-
-
-def _dims(shape):
-    """A static shape for `ops.reshape`, -1 for its unknown (batch) size."""
-    return tuple(-1 if d is None else d for d in shape)
 
 
 def _weight_grad(a, b):
@@ -250,9 +245,9 @@ def gru_states(
     def _blocked(block, h0, upstream, h_prev, x_arrays, m, kernel, bias,
                  rmask):
         # Blocks of `block` steps, last block first: the vectorized work of
-        # a block stays small (in cache, and freed block by block) and its
-        # steps are unrolled. A shorter block at the end of the sequence,
-        # if any, runs first, outside the loop.
+        # a block stays small (in cache, and freed block by block). A
+        # shorter block at the end of the sequence, if any, runs first,
+        # outside the loop.
         n_steps = h_prev.shape[0]
         head = (n_steps // block) * block
         # The steps of a block are unrolled, except on JAX: XLA compiles
@@ -270,7 +265,7 @@ def gru_states(
                 unrolled=unrolled)
             dh = tail[0]
         blocks = tuple(
-            ops.reshape(a[:head], (head // block, block) + _dims(a.shape[1:]))
+            ops.reshape(a[:head], (head // block, block) + ops.shape(a)[1:])
             for a in seqs)
 
         def outer(carry, b):
@@ -289,7 +284,7 @@ def gru_states(
                 + (ops.zeros_like(kernel),)
                 + ((ops.zeros_like(bias),) if has_db else ()))
         last, ys = scan.scan(outer, init, blocks, reverse=True)
-        dx = [ops.reshape(d, (head,) + _dims(d.shape[2:]))
+        dx = [ops.reshape(d, (head,) + ops.shape(d)[2:])
               for d in ys[1 : 1 + n_x]]
         d_kernel = ops.sum(ys[1 + n_x], axis=0)
         d_bias = ops.sum(ys[2 + n_x], axis=0) if has_db else None
@@ -334,8 +329,12 @@ def gru_states(
             # (a concatenation costs more than the multiply on PyTorch).
             by_gate = ops.reshape(
                 factors, ops.shape(factors)[:-1] + (3, units))
+            # A loop over a length unknown when traced packs its inputs
+            # along the last axis (see `scan.py`): the factors go in flat
+            # there and each step takes the per-gate view.
+            flat_in_loop = upstream.shape[0] is None
+            loop_xs = (upstream, z, factors if flat_in_loop else by_gate)
             del factors
-            loop_xs = (upstream, z, by_gate)
         else:
             q = h_in * rec_slope(r)
             kernel_zr_t = kernel_t[: 2 * units]
@@ -348,8 +347,10 @@ def gru_states(
             g = xs[0] + carry
             dh_new = ops.where(xs[-1] > 0, g, 0) if has_mask else g
             if reset_after:
-                da = ops.reshape(dh_new[..., None, :] * xs[2],
-                                 (-1, 3 * units))
+                f_t = xs[2]
+                if flat_in_loop:
+                    f_t = ops.reshape(f_t, (-1, 3, units))
+                da = ops.reshape(dh_new[..., None, :] * f_t, (-1, 3 * units))
                 dh_in = da @ kernel_t
             else:
                 _, _, fz, fn, qt, rt = xs[:6]

@@ -134,8 +134,7 @@ def gate_values(
             `project_inputs`, or the same split per gate `(x_z, x_r, x_h)`
             (see `split_layout`).
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h), or the
-            pair `(R_zr, R_h)` from `kernel_parts` when
-            `reset_after=False` and one or no recurrent mask is used.
+            pair `(R_zr, R_h)` from `kernel_parts`.
         candidate_bias: `rb_h` `(units,)` or `None`.
         activation, recurrent_activation: callables.
         reset_after: the formula variant; see the module docstring.

@@ -13,7 +13,9 @@ from keras import ops
 def scan(step, init, xs, reverse=False):
     """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
 
-    `step(carry, xs_t) -> (carry, y_t)` with one `y_t` tensor per step.
+    `step(carry, xs_t) -> (carry, y_t)`. On TensorFlow, `y_t` must have the
+    structure and shapes of the carry (a tensor, or a tuple of tensors);
+    Keras' TensorFlow `scan` requires it.
     """
     if keras.backend.backend() == "torch":
         # Eager: a plain loop does what keras' torch `scan` does, without

@@ -171,9 +171,7 @@ def _final_state_in_blocks(step, initial_state, x, mask, project,
         return scan.final_carry(step, h, arrays, unrolled=unrolled)
 
     def blocks_of(a):
-        return ops.reshape(a[:head], (head // block, block)
-                           + tuple(-1 if d is None else d
-                                   for d in a.shape[1:]))
+        return ops.reshape(a[:head], (head // block, block) + ops.shape(a)[1:])
 
     seqs = (blocks_of(x),) + ((blocks_of(mask),) if mask is not None else ())
 

@@ -239,3 +239,35 @@ def test_activity_regularizer_and_losses():
         bias_regularizer="l1", activity_regularizer="l2")
     layer(X)
     assert len(layer.losses) == 4
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="a time dimension unknown when traced "
+                    "(tf.function input_signature) exists on TensorFlow only")
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradients_with_unknown_time_dimension(reset_after, masked):
+    # fit() on batches of varying lengths retraces with time = None.
+    import tensorflow as tf
+
+    ours, theirs, _ = twin_layers(
+        (None, None, 3), dict(units=4, return_sequences=True,
+                              reset_after=reset_after))
+    x = RNG.normal(size=(2, 6, 3)).astype("float32")
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+
+    def grads(layer):
+        @tf.function(input_signature=[
+            tf.TensorSpec((None, None, 3), tf.float32),
+            tf.TensorSpec((None, None), tf.bool)])
+        def f(x, mask):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, mask=mask if masked else None, training=True)
+                loss = tf.reduce_sum(y * y)
+            return [y] + tape.gradient(loss, [x] + layer.trainable_variables)
+
+        return [np.asarray(v) for v in f(x, mask)]
+
+    for a, b in zip(grads(ours), grads(theirs)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
