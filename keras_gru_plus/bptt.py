@@ -215,14 +215,14 @@ def gru_states(
         def grad(*grad_args, upstream=None):
             if upstream is None:
                 (upstream,) = grad_args
-            return _backward(upstream, states, x, h0, kernel, bias, m, rmask,
-                             kept)
+            return _backward(upstream, states, x_arrays, h0, kernel, bias, m,
+                             rmask, kept)
 
         return states, grad
 
-    def _backward(upstream, states, x, h0, kernel, bias, m, rmask, kept):
+    def _backward(upstream, states, x_arrays, h0, kernel, bias, m, rmask,
+                  kept):
         h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
-        x_arrays = tuple(x) if split else (x,)
         n_steps = states.shape[0]
         block = block_size(n_steps)
         if block is None:
@@ -247,32 +247,29 @@ def gru_states(
         # Blocks of `block` steps, last block first: the vectorized work of
         # a block stays small (in cache, and freed block by block). A
         # shorter block at the end of the sequence, if any, runs first,
-        # outside the loop.
-        n_steps = h_prev.shape[0]
-        head = (n_steps // block) * block
-        # The steps of a block are unrolled, except on JAX: XLA compiles
-        # unrolled blocks into a far larger program (peak memory of a
-        # training step 589 MB against 326 MB with a nested scan).
+        # outside the loop. The steps of a block are unrolled, except on
+        # JAX: XLA compiles unrolled blocks into a far larger program (peak
+        # memory of a training step 589 MB against 326 MB with a nested
+        # scan).
         unrolled = keras.backend.backend() != "jax"
+
+        def grads_of(dh, parts):
+            # `parts`: upstream, h_prev, the x arrays, the mask if any.
+            return _block_grads(
+                dh, parts[0], parts[1], tuple(parts[2 : 2 + n_x]),
+                parts[-1] if has_mask else None, kernel, bias, rmask,
+                unrolled=unrolled)
+
         seqs = (upstream, h_prev) + x_arrays + ((m,) if has_mask else ())
+        blocks, rest = scan.in_blocks(seqs, block)
         dh = ops.zeros_like(h0)
         tail = None
-        if head < n_steps:
-            t = [a[head:] for a in seqs]
-            tail = _block_grads(
-                dh, t[0], t[1], tuple(t[2 : 2 + n_x]),
-                t[-1] if has_mask else None, kernel, bias, rmask,
-                unrolled=unrolled)
+        if rest is not None:
+            tail = grads_of(dh, rest)
             dh = tail[0]
-        blocks = tuple(
-            ops.reshape(a[:head], (head // block, block) + ops.shape(a)[1:])
-            for a in seqs)
 
         def outer(carry, b):
-            dh_b, dx_b, dk_b, db_b = _block_grads(
-                carry[0], b[0], b[1], tuple(b[2 : 2 + n_x]),
-                b[-1] if has_mask else None, kernel, bias, rmask,
-                unrolled=unrolled)
+            dh_b, dx_b, dk_b, db_b = grads_of(carry[0], b)
             out = (dh_b,) + tuple(dx_b) + (dk_b,) + (
                 (db_b,) if db_b is not None else ())
             # TensorFlow's `scan` wants each output shaped like the carry.
@@ -284,7 +281,7 @@ def gru_states(
                 + (ops.zeros_like(kernel),)
                 + ((ops.zeros_like(bias),) if has_db else ()))
         last, ys = scan.scan(outer, init, blocks, reverse=True)
-        dx = [ops.reshape(d, (head,) + ops.shape(d)[2:])
+        dx = [ops.reshape(d, (-1,) + ops.shape(d)[2:])
               for d in ys[1 : 1 + n_x]]
         d_kernel = ops.sum(ys[1 + n_x], axis=0)
         d_bias = ops.sum(ys[2 + n_x], axis=0) if has_db else None
@@ -329,12 +326,8 @@ def gru_states(
             # (a concatenation costs more than the multiply on PyTorch).
             by_gate = ops.reshape(
                 factors, ops.shape(factors)[:-1] + (3, units))
-            # A loop over a length unknown when traced packs its inputs
-            # along the last axis (see `scan.py`): the factors go in flat
-            # there and each step takes the per-gate view.
-            flat_in_loop = upstream.shape[0] is None
-            loop_xs = (upstream, z, factors if flat_in_loop else by_gate)
             del factors
+            loop_xs = (upstream, z, by_gate)
         else:
             q = h_in * rec_slope(r)
             kernel_zr_t = kernel_t[: 2 * units]
@@ -347,10 +340,8 @@ def gru_states(
             g = xs[0] + carry
             dh_new = ops.where(xs[-1] > 0, g, 0) if has_mask else g
             if reset_after:
-                f_t = xs[2]
-                if flat_in_loop:
-                    f_t = ops.reshape(f_t, (-1, 3, units))
-                da = ops.reshape(dh_new[..., None, :] * f_t, (-1, 3 * units))
+                da = ops.reshape(dh_new[..., None, :] * xs[2],
+                                 (-1, 3 * units))
                 dh_in = da @ kernel_t
             else:
                 _, _, fz, fn, qt, rt = xs[:6]

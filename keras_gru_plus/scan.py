@@ -2,9 +2,12 @@
 
 Keras' TensorFlow `scan` fails when it is given several `xs` whose length
 is unknown when traced (its static-length check dereferences `None`), as
-in a `tf.function` with a `None` time dimension. There the arrays are
-packed into one along the last axis and split again inside the step.
+in a `tf.function` with a `None` time dimension. There the arrays, which
+share their time and batch axes, are packed into one along the last axis
+(each flattened after its batch axis) and split again inside the step.
 """
+
+import math
 
 import keras
 from keras import ops
@@ -27,25 +30,51 @@ def scan(step, init, xs, reverse=False):
 
 
 def _pack(xs):
-    """Concatenates the arrays along the last axis (bools as 0/1)."""
+    """`(time, batch, ...)` arrays as one `(time, batch, n)` array: each
+    flattened after its batch axis, then concatenated (bools as 0/1)."""
     dtype = next(x.dtype for x in xs if x.dtype != "bool")
-    return ops.concatenate([ops.cast(x, dtype) for x in xs], axis=-1)
+    flat = []
+    for x in xs:
+        x = ops.cast(x, dtype)
+        if len(x.shape) > 3:
+            x = ops.reshape(x, ops.shape(x)[:2] + (math.prod(x.shape[2:]),))
+        flat.append(x)
+    return ops.concatenate(flat, axis=-1)
 
 
 def _unpacking(step, xs):
     """Wraps `step` to take one packed array and split it back into `xs`."""
-    widths = [x.shape[-1] for x in xs]
+    shapes = [tuple(x.shape[2:]) for x in xs]
     is_bool = [x.dtype == "bool" for x in xs]
 
     def packed_step(carry, packed):
         parts, start = [], 0
-        for width, as_bool in zip(widths, is_bool):
+        for shape, as_bool in zip(shapes, is_bool):
+            width = math.prod(shape)
             part = packed[..., start : start + width]
+            if len(shape) > 1:
+                part = ops.reshape(part, (-1,) + shape)
             parts.append(part > 0.5 if as_bool else part)
             start += width
         return step(carry, tuple(parts))
 
     return packed_step
+
+
+def in_blocks(xs, block):
+    """Time-major arrays cut into whole blocks of `block` steps.
+
+    Returns `(blocks, rest)`: each array's whole blocks as
+    `(n_blocks, block, ...)`, and the steps after the last whole block, or
+    `None` when the length is a multiple of `block` (a static length).
+    """
+    n_steps = xs[0].shape[0]
+    head = (n_steps // block) * block
+    blocks = tuple(
+        ops.reshape(x[:head], (head // block, block) + ops.shape(x)[1:])
+        for x in xs)
+    rest = tuple(x[head:] for x in xs) if head < n_steps else None
+    return blocks, rest
 
 
 def final_carry(step, init, xs, unrolled=False):

@@ -126,12 +126,7 @@ def run_sequence(
     x = xs[:n_gates] if n_gates == 3 else xs[0]
 
     if unroll:
-        h = initial_state
-        states = []
-        for t in range(xs[0].shape[0]):
-            h, _ = step(h, tuple(v[t] for v in xs))
-            states.append(h)
-        states = ops.stack(states)
+        h, states = scan.python_loop(step, initial_state, xs)
     elif inference and not return_sequences:
         # Only the final state: a loop that stores nothing per step
         # (still differentiable by autodiff, for gradients at inference).
@@ -162,26 +157,24 @@ def _final_state_in_blocks(step, initial_state, x, mask, project,
     matmul and the steps a loop of their own (unrolled but on JAX, where
     a nested `scan` compiles smaller). A shorter last block runs after.
     """
-    n_steps, block = x.shape[0], BLOCK_STEPS
-    head = (n_steps // block) * block
     unrolled = keras.backend.backend() != "jax"
 
-    def run_block(h, x_block, mask_block):
-        arrays = loop_inputs(project(x_block), mask_block)
+    def run_block(h, parts):
+        # `parts`: the inputs of the block's steps, their mask if any.
+        arrays = loop_inputs(project(parts[0]),
+                             parts[1] if mask is not None else None)
         return scan.final_carry(step, h, arrays, unrolled=unrolled)
 
-    def blocks_of(a):
-        return ops.reshape(a[:head], (head // block, block) + ops.shape(a)[1:])
-
-    seqs = (blocks_of(x),) + ((blocks_of(mask),) if mask is not None else ())
+    blocks, rest = scan.in_blocks(
+        (x,) + ((mask,) if mask is not None else ()), BLOCK_STEPS)
 
     def block_step(h, b):
-        h = run_block(h, b[0], b[1] if mask is not None else None)
+        h = run_block(h, b)
         return h, h
 
-    h = scan.final_carry(block_step, initial_state, seqs)
-    if head < n_steps:
-        h = run_block(h, x[head:], None if mask is None else mask[head:])
+    h = scan.final_carry(block_step, initial_state, blocks)
+    if rest is not None:
+        h = run_block(h, rest)
     return h
 
 
