@@ -13,20 +13,27 @@ import keras
 from keras import ops
 
 
-def scan(step, init, xs, reverse=False):
+def scan(step, init, xs, reverse=False, parallel=1):
     """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
 
     `step(carry, xs_t) -> (carry, y_t)`. On TensorFlow, `y_t` must have the
     structure and shapes of the carry (a tensor, or a tuple of tensors);
     Keras' TensorFlow `scan` requires it.
+
+    `parallel`: on TensorFlow, how many steps may run at once (Keras passes
+    `scan`'s `unroll` to `tf.while_loop` as `parallel_iterations`): work
+    of later steps that does not wait on the carry runs alongside the
+    current step. Other backends ignore it.
     """
     if keras.backend.backend() == "torch":
         # Eager: a plain loop does what keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
         return python_loop(step, init, xs, reverse)
+    unroll = parallel if keras.backend.backend() == "tensorflow" else 1
     if xs[0].shape[0] is not None or len(xs) == 1:
-        return ops.scan(step, init, tuple(xs), reverse=reverse)
-    return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse)
+        return ops.scan(step, init, tuple(xs), reverse=reverse, unroll=unroll)
+    return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse,
+                    unroll=unroll)
 
 
 def _pack(xs):
