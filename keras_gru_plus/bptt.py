@@ -207,7 +207,8 @@ def gru_states(
             return h_new, h_new
 
         _, states = scan.scan(step, h0,
-                              x_arrays + ((m,) if has_mask else ()))
+                              x_arrays + ((m,) if has_mask else ()),
+                              indexed=True)
         kept = None
         if keep_gates:
             states, kept = states[0], states[1:]
@@ -280,7 +281,8 @@ def gru_states(
                 + tuple(ops.zeros_like(a[0]) for a in blocks[2 : 2 + n_x])
                 + (ops.zeros_like(kernel),)
                 + ((ops.zeros_like(bias),) if has_db else ()))
-        last, ys = scan.scan(outer, init, blocks, reverse=True)
+        last, ys = scan.scan(outer, init, blocks, reverse=True,
+                             indexed=True)
         dx = [ops.reshape(d, (-1,) + ops.shape(d)[2:])
               for d in ys[1 : 1 + n_x]]
         d_kernel = ops.sum(ys[1 + n_x], axis=0)
@@ -355,8 +357,12 @@ def gru_states(
                 dh_prev = ops.where(xs[-1] > 0, dh_prev, g)
             return dh_prev, dh_new
 
-        loop = scan.python_loop if unrolled else scan.scan
-        dh_first, dh_new = loop(back_step, dh_next, loop_xs, reverse=True)
+        if unrolled:
+            dh_first, dh_new = scan.python_loop(back_step, dh_next, loop_xs,
+                                                reverse=True)
+        else:
+            dh_first, dh_new = scan.scan(back_step, dh_next, loop_xs,
+                                         reverse=True, indexed=True)
         del loop_xs
         # Vectorized over all steps from here on. Masked steps get exact
         # zeros, even where their (unused) values are not finite.

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 
-def scan(step, init, xs, reverse=False, parallel=1):
+def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
     """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
 
     `step(carry, xs_t) -> (carry, y_t)`. On TensorFlow, `y_t` must have the
@@ -24,12 +24,27 @@ def scan(step, init, xs, reverse=False, parallel=1):
     `scan`'s `unroll` to `tf.while_loop` as `parallel_iterations`): work
     of later steps that does not wait on the carry runs alongside the
     current step. Other backends ignore it.
+
+    `indexed`: on TensorFlow, the loop goes over step numbers and each step
+    slices its inputs from `xs`, instead of Keras' `scan` copying every
+    array of `xs` into a TensorArray first. For loops that autodiff does
+    not go through (the hand-written backward pass): TensorFlow would
+    differentiate each slice into an array of the whole sequence. Measured
+    in a training step at 1,000 steps: peak memory 438 -> 342 MB, time
+    2-4% lower.
     """
     if keras.backend.backend() == "torch":
         # Eager: a plain loop does what keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
         return python_loop(step, init, xs, reverse)
     unroll = parallel if keras.backend.backend() == "tensorflow" else 1
+    if indexed and keras.backend.backend() == "tensorflow":
+        def indexed_step(carry, t):
+            return step(carry, tuple(x[t] for x in xs))
+
+        steps = ops.arange(ops.shape(xs[0])[0])
+        return ops.scan(indexed_step, init, steps, reverse=reverse,
+                        unroll=unroll)
     if xs[0].shape[0] is not None or len(xs) == 1:
         return ops.scan(step, init, tuple(xs), reverse=reverse, unroll=unroll)
     return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse,
