@@ -17,7 +17,15 @@ is derived from the documented equations (see `recurrence.py`):
 - Long sequences go backward in blocks of `BLOCK_STEPS` steps, last block
   first: the recompute, the sequential part and the matmuls of one block,
   then the next, so the vectorized intermediates stay block sized (less
-  memory, and in cache).
+  memory, and in cache). Given the input projection, they also project
+  their inputs one block at a time, forward and backward, and return the
+  gradients of the inputs and the input kernel block by block: the
+  projection of the whole sequence and its gradient, three times the
+  width of the state, are never held. Measured on a training step at
+  1,000 steps (batch 32, 64 features, 128 units, 2 CPUs): peak memory
+  TensorFlow 332 -> 232 MB, PyTorch 380 -> 183 MB, JAX 328 -> 146 MB;
+  time TensorFlow 141 -> 109 ms, JAX 151 -> 104 ms, PyTorch 359 ->
+  341 ms.
 
 This avoids storing autodiff intermediates of every step, and it lets
 TensorFlow compile the training step with XLA: autodiff through its
@@ -130,12 +138,15 @@ def gru_states(
     reset_after,
     mask=None,
     recurrent_mask=None,
+    projection=None,
 ):
     """The state after every step, `(time, batch, units)`, time-major.
 
     Args:
         x: packed projected inputs `(time, batch, 3 * units)` from
-            `recurrence.project_inputs`, or the same split per gate.
+            `recurrence.project_inputs`, or the same split per gate; with
+            `projection`, the inputs before their projection
+            `(time, batch, input_dim)`.
         initial_state: `(batch, units)`.
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h).
         candidate_bias: `rb_h` `(units,)` or `None`.
@@ -144,10 +155,18 @@ def gru_states(
         mask: `None` or `(time, batch)` boolean; a masked step keeps the
             state.
         recurrent_mask: `None` or one `(batch, units)` dropout mask.
+        projection: `None`, or `(kernel, bias, input_mask)` for a sequence
+            long enough to go in blocks (`block_size`): the input kernel,
+            the projection bias (`recurrence.split_bias`) or `None`, and
+            `None` or one `(batch, input_dim)` dropout mask. The inputs are
+            then projected one block at a time, in the forward loop and
+            again in the backward pass, so that neither the projection of
+            the whole sequence nor its gradient is ever held.
 
     Returns:
         The states `(time, batch, units)`, differentiable with respect to
-        `x`, the initial state, the kernel and the candidate bias.
+        `x`, the initial state, the kernel and the candidate bias, and the
+        arrays of `projection` if given.
     """
     act_slope = slope_of(activation)
     rec_slope = slope_of(recurrent_activation)
@@ -156,47 +175,74 @@ def gru_states(
     has_bias = candidate_bias is not None
     has_mask = mask is not None
     has_rmask = recurrent_mask is not None
+    has_db = reset_after and has_bias
+    raw = projection is not None
+    if raw and block_size(x.shape[0]) is None:
+        raise ValueError(
+            "gru_states projects block by block only over a sequence of at "
+            f"least {2 * BLOCK_STEPS} steps known when traced; received "
+            f"inputs of shape {tuple(x.shape)}.")
 
     # Tensors go in one flat list (custom gradients take positional
     # tensors only); masks as 0/1 floats so every input has a gradient slot.
-    split = isinstance(x, (list, tuple))
-    n_x = 3 if split else 1
-    args = (list(x) if split else [x]) + [initial_state, recurrent_kernel]
+    # `split`: whether the projected inputs are split per gate; `n_x`: how
+    # many arrays `x` is.
+    split = recurrence.split_layout() if raw else isinstance(x, (list, tuple))
+    n_x = 3 if split and not raw else 1
+    args = (list(x) if n_x == 3 else [x]) + [initial_state, recurrent_kernel]
     if has_bias:
         args.append(candidate_bias)
     if has_mask:
         args.append(ops.expand_dims(ops.cast(mask, dtype), -1))
     if has_rmask:
         args.append(recurrent_mask)
+    if raw:
+        in_kernel, in_bias, in_mask = projection
+        args += [a for a in projection if a is not None]
 
     def unpack(args):
-        x = tuple(args[:n_x]) if split else args[0]
+        x = tuple(args[:n_x]) if n_x == 3 else args[0]
         h0, kernel = args[n_x], args[n_x + 1]
         rest = list(args[n_x + 2 :])
         bias = rest.pop(0) if has_bias else None
         m = rest.pop(0) if has_mask else None
         rmask = rest.pop(0) if has_rmask else None
-        return x, h0, kernel, bias, m, rmask
+        proj = None
+        if raw:
+            proj = tuple(rest.pop(0) if a is not None else None
+                         for a in projection)
+        return x, h0, kernel, bias, m, rmask, proj
 
     def gates(h_in, x_t, kernel, bias):
         return recurrence.gate_values(h_in, x_t, kernel, bias, activation,
                                       recurrent_activation, reset_after)
 
+    def project_block(x_b, proj):
+        """A block of raw inputs, dropped out, and its projection (a tuple
+        laid out as the loops take it)."""
+        p_kernel, p_bias, p_mask = proj
+        x_in = x_b if p_mask is None else x_b * p_mask
+        projected = recurrence.project_inputs(x_in, p_kernel, p_bias, units)
+        if split:
+            return x_in, recurrence.split_gates(projected, units)
+        return x_in, (projected,)
+
     @ops.custom_gradient
     def states_fn(*args):
-        x, h0, kernel, bias, m, rmask = unpack(args)
+        x, h0, kernel, bias, m, rmask, proj = unpack(args)
         step_kernel = recurrence.kernel_parts(kernel, reset_after)
-        x_arrays = tuple(x) if split else (x,)
+        x_arrays = tuple(x) if n_x == 3 else (x,)
         # Eager PyTorch keeps the gates of the forward steps for the
         # backward pass rather than recomputing them (one large matmul and
         # the activations), unless the sequence goes backward in blocks,
         # where recomputing keeps the memory block sized.
         keep_gates = (keras.backend.backend() == "torch"
                       and block_size(x_arrays[0].shape[0]) is None)
+        n_gate_x = 3 if split else 1
 
         def step(h, xs):
             h_in = h if rmask is None else h * rmask
-            x_t = tuple(xs[:n_x]) if split else xs[0]
+            x_t = tuple(xs[:n_gate_x]) if split else xs[0]
             z, r, n, rec_h = gates(h_in, x_t, step_kernel, bias)
             h_new = n + z * (h - n)
             if has_mask:
@@ -206,9 +252,12 @@ def gru_states(
                     (rec_h,) if reset_after else ())
             return h_new, h_new
 
-        _, states = scan.scan(step, h0,
-                              x_arrays + ((m,) if has_mask else ()),
-                              indexed=True)
+        if raw:
+            states = _forward_in_blocks(step, h0, x, m, proj)
+        else:
+            _, states = scan.scan(step, h0,
+                                  x_arrays + ((m,) if has_mask else ()),
+                                  indexed=True)
         kept = None
         if keep_gates:
             states, kept = states[0], states[1:]
@@ -217,12 +266,41 @@ def gru_states(
             if upstream is None:
                 (upstream,) = grad_args
             return _backward(upstream, states, x_arrays, h0, kernel, bias, m,
-                             rmask, kept)
+                             rmask, proj, kept)
 
         return states, grad
 
+    def _forward_in_blocks(step, h0, x, m, proj):
+        # The forward loop over raw inputs, one block at a time: project
+        # the block, then its steps (unrolled but on JAX, as backward).
+        unrolled = keras.backend.backend() != "jax"
+        block = block_size(x.shape[0])
+
+        def run_block(h, parts):
+            arrays = project_block(parts[0], proj)[1]
+            if has_mask:
+                arrays = arrays + (parts[1],)
+            if unrolled:
+                return scan.python_loop(step, h, arrays)
+            return scan.scan(step, h, arrays)
+
+        def outer(carry, parts):
+            out = run_block(carry[0], parts)
+            return out, out
+
+        blocks, rest = scan.in_blocks((x,) + ((m,) if has_mask else ()),
+                                      block)
+        no_states = ops.broadcast_to(ops.expand_dims(ops.zeros_like(h0), 0),
+                                     (block,) + tuple(ops.shape(h0)))
+        (h, _), (_, states) = scan.scan(outer, (h0, no_states), blocks,
+                                        indexed=True)
+        states = ops.reshape(states, (-1,) + tuple(ops.shape(states)[2:]))
+        if rest is not None:
+            states = ops.concatenate([states, run_block(h, rest)[1]], 0)
+        return states
+
     def _backward(upstream, states, x_arrays, h0, kernel, bias, m, rmask,
-                  kept):
+                  proj, kept):
         h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
         n_steps = states.shape[0]
         block = block_size(n_steps)
@@ -230,21 +308,23 @@ def gru_states(
             dh0, dx, d_kernel, d_bias = _block_grads(
                 ops.zeros_like(h0), upstream, h_prev, x_arrays, m, kernel,
                 bias, rmask, unrolled=False, kept=kept)
+            summed = [d_kernel] + ([d_bias] if has_db else [])
         else:
-            dh0, dx, d_kernel, d_bias = _blocked(
-                block, h0, upstream, h_prev, x_arrays, m, kernel, bias,
-                rmask)
-        grads = list(dx) + [dh0, d_kernel]
-        if d_bias is not None:
-            grads.append(d_bias)
+            dh0, dx, summed = _blocked(block, h0, upstream, h_prev, x_arrays,
+                                       m, kernel, bias, rmask, proj)
+        grads = list(dx) + [dh0] + summed[:1 + has_db]
         if m is not None:
             grads.append(ops.zeros_like(m))
         if rmask is not None:
             grads.append(ops.zeros_like(rmask))
+        if proj is not None:
+            grads += summed[1 + has_db :]
+            if proj[2] is not None:
+                grads.append(ops.zeros_like(proj[2]))
         return tuple(grads)
 
     def _blocked(block, h0, upstream, h_prev, x_arrays, m, kernel, bias,
-                 rmask):
+                 rmask, proj):
         # Blocks of `block` steps, last block first: the vectorized work of
         # a block stays small (in cache, and freed block by block). A
         # shorter block at the end of the sequence, if any, runs first,
@@ -252,14 +332,36 @@ def gru_states(
         # JAX: XLA compiles unrolled blocks into a far larger program (peak
         # memory of a training step 589 MB against 326 MB with a nested
         # scan).
+        #
+        # Returns `(dh0, dx, summed)`: `dx` the gradients laid out as the
+        # x arrays, `summed` the gradients of the weights, summed over
+        # the steps: recurrent kernel, candidate bias (if any), then with
+        # `proj` input kernel and projection bias (if any).
         unrolled = keras.backend.backend() != "jax"
 
         def grads_of(dh, parts):
             # `parts`: upstream, h_prev, the x arrays, the mask if any.
-            return _block_grads(
-                dh, parts[0], parts[1], tuple(parts[2 : 2 + n_x]),
+            x_b = tuple(parts[2 : 2 + n_x])
+            if proj is not None:
+                x_in, x_b = project_block(x_b[0], proj)
+            dh_b, dx_b, dk_b, db_b = _block_grads(
+                dh, parts[0], parts[1], x_b,
                 parts[-1] if has_mask else None, kernel, bias, rmask,
                 unrolled=unrolled)
+            summed = [dk_b] + ([db_b] if has_db else [])
+            if proj is not None:
+                # Through the projection: `x_in W + b`, `x_in` the dropped
+                # out inputs.
+                d_proj = (dx_b[0] if len(dx_b) == 1
+                          else ops.concatenate(dx_b, axis=-1))
+                d_in = d_proj @ ops.transpose(proj[0])
+                if proj[2] is not None:
+                    d_in = d_in * proj[2]
+                dx_b = [d_in]
+                summed.append(_weight_grad(x_in, d_proj))
+                if proj[1] is not None:
+                    summed.append(ops.sum(d_proj, axis=(0, 1)))
+            return dh_b, dx_b, summed
 
         seqs = (upstream, h_prev) + x_arrays + ((m,) if has_mask else ())
         blocks, rest = scan.in_blocks(seqs, block)
@@ -270,29 +372,26 @@ def gru_states(
             dh = tail[0]
 
         def outer(carry, b):
-            dh_b, dx_b, dk_b, db_b = grads_of(carry[0], b)
-            out = (dh_b,) + tuple(dx_b) + (dk_b,) + (
-                (db_b,) if db_b is not None else ())
+            dh_b, dx_b, summed_b = grads_of(carry[0], b)
+            out = (dh_b,) + tuple(dx_b) + tuple(summed_b)
             # TensorFlow's `scan` wants each output shaped like the carry.
             return out, out
 
-        has_db = reset_after and bias is not None
+        weights = [kernel] + ([bias] if has_db else [])
+        if proj is not None:
+            weights += [a for a in proj[:2] if a is not None]
         init = ((dh,)
                 + tuple(ops.zeros_like(a[0]) for a in blocks[2 : 2 + n_x])
-                + (ops.zeros_like(kernel),)
-                + ((ops.zeros_like(bias),) if has_db else ()))
+                + tuple(ops.zeros_like(w) for w in weights))
         last, ys = scan.scan(outer, init, blocks, reverse=True,
                              indexed=True)
         dx = [ops.reshape(d, (-1,) + ops.shape(d)[2:])
               for d in ys[1 : 1 + n_x]]
-        d_kernel = ops.sum(ys[1 + n_x], axis=0)
-        d_bias = ops.sum(ys[2 + n_x], axis=0) if has_db else None
+        summed = [ops.sum(d, axis=0) for d in ys[1 + n_x :]]
         if tail is not None:
             dx = [ops.concatenate([a, b], axis=0) for a, b in zip(dx, tail[1])]
-            d_kernel = d_kernel + tail[2]
-            if has_db:
-                d_bias = d_bias + tail[3]
-        return last[0], dx, d_kernel, d_bias
+            summed = [a + b for a, b in zip(summed, tail[2])]
+        return last[0], dx, summed
 
     def _block_grads(dh_next, upstream, h_prev, x_arrays, m, kernel, bias,
                      rmask, unrolled, kept=None):

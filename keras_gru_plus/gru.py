@@ -48,8 +48,10 @@ class GRU(keras.Layer):
     `recurrent_kernel` `(units, 3 * units)`, `bias` `(2, 3 * units)` when
     `reset_after=True` (input bias, recurrent bias) else `(3 * units,)`.
 
-    The input projection of all time steps is made before the loop; the
-    loop (`keras.ops.scan`, or a Python loop with `unroll=True`) does one
+    The input projection of all time steps is one matmul made before the
+    loop (long sequences: one per block of steps; TensorFlow inference: one
+    per step, which its loop overlaps with the recurrence); the loop
+    (`keras.ops.scan`, or a Python loop with `unroll=True`) does one
     recurrent matmul per step. Masks are applied inside the same loop.
 
     Args:
@@ -319,11 +321,6 @@ class GRU(keras.Layer):
             bias, cell.reset_after, cell.units
         )
 
-        def project(steps):
-            return recurrence.project_inputs(
-                steps, kernel, projection_bias, cell.units, input_masks
-            )
-
         if self.go_backwards:
             sequence = ops.flip(sequence, axis=0)
             if mask is not None:
@@ -343,7 +340,7 @@ class GRU(keras.Layer):
             return_sequences=self.return_sequences,
             unroll=self.unroll,
             inference=not training,
-            project=project,
+            projection=(kernel, projection_bias, input_masks),
         )
 
         if self.stateful:

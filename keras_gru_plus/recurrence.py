@@ -21,7 +21,8 @@ Conventions shared by every function here, and by `keras.layers.GRU`:
       hh = activation(x W_h + b_h + (r * h) R_h)
 
 The input projection `x W + b` of every time step is one matmul made before
-the loop, kept packed as `(..., 3 * units)` in gate order. The recurrent
+the loop (or before each block of steps of a long sequence), kept packed as
+`(..., 3 * units)` in gate order. The recurrent
 biases of z and r are added to it there too (they are outside the reset
 gate), so a step adds only `rb_h`, which the reset gate multiplies.
 """

@@ -37,7 +37,7 @@ def run_sequence(
     return_sequences=True,
     unroll=False,
     inference=False,
-    project=None,
+    projection=None,
 ):
     """Runs the recurrence over a time-major sequence.
 
@@ -54,17 +54,19 @@ def run_sequence(
     - `unroll=True`: a Python loop, autodiff;
     - `inference` without `return_sequences`: a loop that keeps only the
       state (`keras.ops.fori_loop`), autodiff; over a sequence of at least
-      two blocks of `BLOCK_STEPS` steps (known length), given `project`,
+      two blocks of `BLOCK_STEPS` steps (known length), given `projection`,
       the inputs are projected one block at a time inside that loop;
+      TensorFlow projects them one step at a time inside its loops;
     - training with the usual activations: `bptt.gru_states`, with the
-      hand-written backward pass;
+      hand-written backward pass (over a sequence long enough for its
+      blocks, given `projection`, projecting one block at a time);
     - otherwise `keras.ops.scan` with autodiff (inference graphs then hold
       no custom-gradient ops, which exporters such as tf2onnx reject).
 
     Args:
         x: packed projected inputs `(time, batch, 3 * units)`; split per
             gate here where that layout is faster (`split_layout`). With
-            `project`, the inputs before the projection.
+            `projection`, the inputs before the projection.
         initial_state: `(batch, units)`.
         recurrent_kernel, candidate_bias, activation, recurrent_activation,
             reset_after, recurrent_masks: as for `recurrence.gru_step`.
@@ -73,8 +75,8 @@ def run_sequence(
         return_sequences: whether to return the output of every step.
         unroll: a Python loop; needs a static number of time steps.
         inference: the caller does not train (`training` is false).
-        project: `None`, or a function from inputs `(steps, batch, ...)` to
-            their packed projection `(steps, batch, 3 * units)`.
+        projection: `None`, or `(kernel, bias, input_masks)`, the
+            arguments of `recurrence.project_inputs` that project `x`.
 
     Returns:
         `(last_output, outputs, final_state)`: `outputs` is
@@ -82,6 +84,14 @@ def run_sequence(
     """
 
     step_kernel = recurrence.kernel_parts(recurrent_kernel, reset_after)
+    units = recurrent_kernel.shape[0]
+    project = None
+    if projection is not None:
+        in_kernel, in_bias, input_masks = projection
+
+        def project(steps):
+            return recurrence.project_inputs(steps, in_kernel, in_bias, units,
+                                             input_masks)
 
     def cell(h, x_t):
         return recurrence.gru_step(
@@ -93,7 +103,6 @@ def run_sequence(
     # the outputs of masked steps are derived after the loop (below), so
     # the carry and the emitted value share one structure, as the
     # TensorFlow `scan` requires.
-    units = recurrent_kernel.shape[0]
     n_gates = 3 if recurrence.split_layout() else 1
     if mask is not None:
         mask = ops.cast(mask, "bool")
@@ -148,6 +157,25 @@ def run_sequence(
         h = _final_state_in_blocks(step, initial_state, x, mask, project,
                                    loop_inputs)
         return _masked_outputs(h, None, h, mask, zero_output_for_mask)
+    use_bptt = not inference and not unroll and bptt.supports(
+        activation, recurrent_activation, recurrent_masks)
+    recurrent_mask = None if recurrent_masks is None else recurrent_masks[0]
+    if (use_bptt and projection is not None
+            and bptt.block_size(n_steps) is not None
+            and (input_masks is None or len(input_masks) == 1)):
+        # Long sequences: the projection goes block by block in the
+        # forward and backward passes of `gru_states`.
+        states = bptt.gru_states(
+            x, initial_state, recurrent_kernel, candidate_bias, activation,
+            recurrent_activation, reset_after, mask=mask,
+            recurrent_mask=recurrent_mask,
+            projection=(in_kernel, in_bias,
+                        None if input_masks is None else input_masks[0]),
+        )
+        h = states[-1]
+        if not return_sequences:
+            states = None
+        return _masked_outputs(h, states, h, mask, zero_output_for_mask)
     if project is not None:
         x = project(x)
     xs = loop_inputs(x, mask)
@@ -160,14 +188,11 @@ def run_sequence(
         # (still differentiable by autodiff, for gradients at inference).
         h = scan.final_carry(step, initial_state, xs)
         states = None
-    elif not inference and bptt.supports(
-        activation, recurrent_activation, recurrent_masks
-    ):
+    elif use_bptt:
         states = bptt.gru_states(
             x, initial_state, recurrent_kernel, candidate_bias, activation,
             recurrent_activation, reset_after, mask=mask,
-            recurrent_mask=None if recurrent_masks is None
-            else recurrent_masks[0],
+            recurrent_mask=recurrent_mask,
         )
         h = states[-1]
     else:

@@ -50,13 +50,28 @@ def _unflatten(params, shapes):
     dict(reset_after=True, activation="elu"),
     dict(reset_after=True, activation="relu",
          recurrent_activation="hard_sigmoid"),
-    # The backward pass in blocks of 2 steps (long sequences take it).
+    # The backward pass in blocks of 2 steps (long sequences take it),
+    # projecting the inputs block by block, with and without input
+    # dropout; with one dropout mask per gate (implementation=1) the
+    # projection is made before the blocks.
     dict(reset_after=True, masked=True, recurrent_dropout=True, blocks=2),
     dict(reset_after=False, masked=True, recurrent_dropout=True, blocks=2),
+    dict(reset_after=True, dropout=True, blocks=2),
+    dict(reset_after=False, dropout=True, masked=True, go_backwards=True,
+         blocks=2),
+    dict(reset_after=True, dropout=True, implementation=1, blocks=2),
 ])
 def test_gradients_match_finite_differences(case, monkeypatch):
+    projected_in_blocks = []
     if case.get("blocks"):
         monkeypatch.setattr(bptt, "BLOCK_STEPS", case["blocks"])
+        gru_states = bptt.gru_states
+
+        def spy(*args, projection=None, **kwargs):
+            projected_in_blocks.append(projection is not None)
+            return gru_states(*args, projection=projection, **kwargs)
+
+        monkeypatch.setattr(bptt, "gru_states", spy)
     rng = np.random.default_rng(0)
     activation = case.get("activation", "tanh")
     recurrent_activation = case.get("recurrent_activation", "sigmoid")
@@ -66,6 +81,8 @@ def test_gradients_match_finite_differences(case, monkeypatch):
         recurrent_activation=recurrent_activation,
         go_backwards=case.get("go_backwards", False),
         recurrent_dropout=0.5 if case.get("recurrent_dropout") else 0.0,
+        dropout=0.5 if case.get("dropout") else 0.0,
+        implementation=case.get("implementation", 2),
         seed=1,
     )
     x = rng.normal(size=(B, T, F)).astype("float32")
@@ -78,8 +95,16 @@ def test_gradients_match_finite_differences(case, monkeypatch):
         mask = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], bool)
     h0 = (rng.normal(size=(B, U)).astype("float32")
           if case.get("initial_state") else None)
-    rec_mask = None
+    rec_mask = in_mask = None
     call = {"mask": mask, "initial_state": h0}
+    if case.get("dropout"):
+        # Fixed masks (one, or one per gate), prepared before the call.
+        count = layer.cell.dropout_mask_count
+        in_mask = layer.get_dropout_mask_for_cell(x, training=True,
+                                                  count=count)
+        in_mask = (to_numpy(in_mask) if count == 1
+                   else tuple(to_numpy(m) for m in in_mask))
+        call["training"] = True
     if case.get("recurrent_dropout"):
         # A fixed mask, prepared before the call, and a training call.
         rec_mask = to_numpy(layer.get_recurrent_dropout_mask_for_cell(
@@ -93,7 +118,7 @@ def test_gradients_match_finite_differences(case, monkeypatch):
                   recurrent_activation=recurrent_activation, mask=mask,
                   initial_state=h0, go_backwards=case.get("go_backwards",
                                                           False),
-                  recurrent_mask=rec_mask)
+                  recurrent_mask=rec_mask, input_mask=in_mask)
     shapes = [x.shape] + [w.shape for w in weights]
     params = np.concatenate([a.astype(np.float64).ravel()
                              for a in [x] + weights])
@@ -105,6 +130,9 @@ def test_gradients_match_finite_differences(case, monkeypatch):
                       - _loss(params - step, shapes, probe, kwargs)) / (2 * EPS)
     analytic = np.concatenate([dx.ravel()] + [g.ravel() for g in dw])
     np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=2e-4)
+    if case.get("blocks"):
+        per_gate_masks = case.get("dropout") and case.get("implementation")
+        assert projected_in_blocks == [not per_gate_masks]
 
 
 @pytest.mark.parametrize("steps", [9, 10])
