@@ -14,6 +14,7 @@ import keras_gru_plus
 from keras_gru_plus import bptt
 from keras_gru_plus import sequence
 from tests import reference
+from tests.helpers import BACKEND
 from tests.helpers import mask_of
 from tests.helpers import outputs_and_gradients
 from tests.helpers import probes
@@ -60,11 +61,19 @@ def _unflatten(params, shapes):
     dict(reset_after=False, dropout=True, masked=True, go_backwards=True,
          blocks=2),
     dict(reset_after=True, dropout=True, implementation=1, blocks=2),
+    # PyTorch's blocks over shorter sequences, which keep the forward
+    # gates (other backends take one block here).
+    dict(reset_after=True, dropout=True, go_backwards=True, torch_blocks=2),
+    dict(reset_after=False, masked=True, dropout=True,
+         recurrent_dropout=True, torch_blocks=2),
 ])
 def test_gradients_match_finite_differences(case, monkeypatch):
     projected_in_blocks = []
     if case.get("blocks"):
         monkeypatch.setattr(bptt, "BLOCK_STEPS", case["blocks"])
+    if case.get("torch_blocks"):
+        monkeypatch.setattr(bptt, "TORCH_BLOCK_STEPS", case["torch_blocks"])
+    if case.get("blocks") or case.get("torch_blocks"):
         gru_states = bptt.gru_states
 
         def spy(*args, projection=None, **kwargs):
@@ -133,8 +142,11 @@ def test_gradients_match_finite_differences(case, monkeypatch):
     if case.get("blocks"):
         per_gate_masks = case.get("dropout") and case.get("implementation")
         assert projected_in_blocks == [not per_gate_masks]
+    if case.get("torch_blocks"):
+        assert projected_in_blocks == [BACKEND == "torch"]
 
 
+@pytest.mark.parametrize("blocks", ["long", "short"])
 @pytest.mark.parametrize("steps", [9, 10])
 @pytest.mark.parametrize("kwargs", [
     dict(reset_after=True),
@@ -142,10 +154,16 @@ def test_gradients_match_finite_differences(case, monkeypatch):
     dict(reset_after=True, use_bias=False, mask="right"),
     dict(reset_after=False, mask="right", return_sequences=False),
 ])
-def test_blocked_backward_matches_keras(kwargs, steps, monkeypatch):
+def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
     # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
-    # and a one-step block run first.
-    monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
+    # and a one-step block run first. "long": the blocks of long sequences,
+    # which recompute the gates; "short": PyTorch's blocks over shorter
+    # sequences, which keep them.
+    if blocks == "short" and BACKEND != "torch":
+        pytest.skip("blocks over short sequences are PyTorch's "
+                    "(bptt.TORCH_BLOCK_STEPS)")
+    monkeypatch.setattr(
+        bptt, "BLOCK_STEPS" if blocks == "long" else "TORCH_BLOCK_STEPS", 3)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
