@@ -14,7 +14,7 @@ is derived from the documented equations (see `recurrence.py`):
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
   `dR = H_prev^T dA`, the way fused RNN kernels get their speed.
-- Long sequences go backward in blocks of `BLOCK_STEPS` steps, last block
+- Long sequences go backward in blocks of `scan.BLOCK_STEPS` steps, last block
   first: the recompute, the sequential part and the matmuls of one block,
   then the next, so the vectorized intermediates stay block sized (less
   memory, and in cache). Given the input projection, they also project
@@ -95,48 +95,16 @@ def supports(activation, recurrent_activation, recurrent_masks):
     )
 
 
-# Steps per block of the backward pass over long sequences. Measured on
-# 1,000 steps (batch 32, 128 units, 2 CPUs) against one block: training
-# steps 25% faster on PyTorch and 7% on JAX, the same on TensorFlow; peak
-# memory of a training step 26% lower on PyTorch, 13% on TensorFlow, 4% on
-# JAX. On 100 steps one block is as fast or faster.
-BLOCK_STEPS = 100
-
-# Steps per block on PyTorch over shorter sequences, where the forward
-# steps keep their gates (`keeps_gates`): there blocks spare the
-# whole-sequence arrays of the backward pass, each a fresh allocation of
-# megabytes in eager PyTorch, without recomputing anything. Measured on
-# 100 steps (batch 32, 64 features, 128 units, 2 CPUs, recomputing gates):
-# training step 8% faster than one block, 13% with return_sequences; with
-# 512 units, where the recompute is the larger cost, 14% slower, which
-# keeping the gates avoids.
-TORCH_BLOCK_STEPS = 25
-
-
-def block_size(n_steps):
-    """Steps per block of the backward pass, or `None` for one block.
-
-    Sequences of at least two blocks, with a length known when traced.
-    """
-    if n_steps is None:
-        return None
-    if n_steps >= 2 * BLOCK_STEPS:
-        return BLOCK_STEPS
-    if (keras.backend.backend() == "torch"
-            and n_steps >= 2 * TORCH_BLOCK_STEPS):
-        return TORCH_BLOCK_STEPS
-    return None
-
-
 def keeps_gates(n_steps):
     """Whether the forward steps keep their gates for the backward pass.
 
     Eager PyTorch keeps them rather than recomputing them (one large
     matmul and the activations), except over long sequences, which go
-    backward in blocks of `BLOCK_STEPS` so that memory stays block sized.
+    backward in blocks of `scan.BLOCK_STEPS` so that memory stays block
+    sized.
     """
     return (keras.backend.backend() == "torch"
-            and (n_steps is None or n_steps < 2 * BLOCK_STEPS))
+            and (n_steps is None or n_steps < 2 * scan.BLOCK_STEPS))
 
 
 def _weight_grad(a, b):
@@ -182,7 +150,7 @@ def gru_states(
             state.
         recurrent_mask: `None` or one `(batch, units)` dropout mask.
         projection: `None`, or `(kernel, bias, input_mask)` for a sequence
-            long enough to go in blocks (`block_size`): the input kernel,
+            long enough to go in blocks (`scan.block_size`): the input kernel,
             the projection bias (`recurrence.split_bias`) or `None`, and
             `None` or one `(batch, input_dim)` dropout mask. The inputs are
             then projected one block at a time, in the forward loop and
@@ -203,11 +171,11 @@ def gru_states(
     has_rmask = recurrent_mask is not None
     has_db = reset_after and has_bias
     raw = projection is not None
-    if raw and block_size(x.shape[0]) is None:
+    if raw and scan.block_size(x.shape[0]) is None:
         raise ValueError(
-            "gru_states projects block by block only over a sequence of at "
-            f"least {2 * BLOCK_STEPS} steps known when traced; received "
-            f"inputs of shape {tuple(x.shape)}.")
+            "gru_states projects block by block only over a sequence long "
+            "enough for blocks (scan.block_size), of a length known when "
+            f"traced; received inputs of shape {tuple(x.shape)}.")
 
     # Tensors go in one flat list (custom gradients take positional
     # tensors only); masks as 0/1 floats so every input has a gradient slot.
@@ -297,7 +265,7 @@ def gru_states(
         # What the steps emit (the state, and the gates if kept, all
         # `(batch, units)`) goes as a tuple.
         unrolled = keras.backend.backend() != "jax"
-        block = block_size(x.shape[0])
+        block = scan.block_size(x.shape[0])
 
         def tuple_step(h, xs):
             h, y = step(h, xs)
@@ -336,7 +304,7 @@ def gru_states(
                   proj, kept):
         h_prev = ops.concatenate([ops.expand_dims(h0, 0), states[:-1]], 0)
         n_steps = states.shape[0]
-        block = block_size(n_steps)
+        block = scan.block_size(n_steps)
         if block is None:
             dh0, dx, d_kernel, d_bias = _block_grads(
                 ops.zeros_like(h0), upstream, h_prev, x_arrays, m, kernel,

@@ -7,13 +7,6 @@ from keras_gru_plus import bptt
 from keras_gru_plus import recurrence
 from keras_gru_plus import scan
 
-# Steps per block of the state-only loop over long sequences, which
-# projects the inputs block by block instead of all at once. Measured on
-# 1,000 steps (batch 32, 64 features, 128 units, 2 CPUs): 44 -> 24 ms on
-# JAX, 42 -> 35 ms on TensorFlow; the projection of the whole sequence
-# (49 MB there) no longer passes through memory.
-BLOCK_STEPS = 100
-
 # Steps of a TensorFlow inference loop that may run at once (the
 # `parallel_iterations` of its `while_loop`). Measured with the projection
 # inside the loop (batch 32, 100 steps, 64 features, 128 units, 2 CPUs):
@@ -54,7 +47,7 @@ def run_sequence(
     - `unroll=True`: a Python loop, autodiff;
     - `inference` without `return_sequences`: a loop that keeps only the
       state (`keras.ops.fori_loop`), autodiff; over a sequence of at least
-      two blocks of `BLOCK_STEPS` steps (known length), given `projection`,
+      two blocks (`scan.block_size`, known length), given `projection`,
       the inputs are projected one block at a time inside that loop;
       TensorFlow projects them one step at a time inside its loops;
     - training with the usual activations: `bptt.gru_states`, with the
@@ -152,8 +145,8 @@ def run_sequence(
 
     n_steps = x.shape[0]
     if (inference and not return_sequences and not unroll
-            and project is not None and n_steps is not None
-            and n_steps >= 2 * BLOCK_STEPS):
+            and project is not None
+            and scan.block_size(n_steps) is not None):
         h = _final_state_in_blocks(step, initial_state, x, mask, project,
                                    loop_inputs)
         return _masked_outputs(h, None, h, mask, zero_output_for_mask)
@@ -161,7 +154,7 @@ def run_sequence(
         activation, recurrent_activation, recurrent_masks)
     recurrent_mask = None if recurrent_masks is None else recurrent_masks[0]
     if (use_bptt and projection is not None
-            and bptt.block_size(n_steps) is not None
+            and scan.block_size(n_steps) is not None
             and (input_masks is None or len(input_masks) == 1)):
         # Long sequences: the projection goes block by block in the
         # forward and backward passes of `gru_states`.
@@ -219,7 +212,8 @@ def _final_state_in_blocks(step, initial_state, x, mask, project,
         return scan.final_carry(step, h, arrays, unrolled=unrolled)
 
     blocks, rest = scan.in_blocks(
-        (x,) + ((mask,) if mask is not None else ()), BLOCK_STEPS)
+        (x,) + ((mask,) if mask is not None else ()),
+        scan.block_size(x.shape[0]))
 
     def block_step(h, b):
         h = run_block(h, b)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_gru_plus
-from keras_gru_plus import sequence
+from keras_gru_plus import scan
 from tests.helpers import BACKEND
 
 
@@ -25,7 +25,7 @@ def _use_blocks(blocks, monkeypatch):
     """The second layer's state-only loop in blocks of 3 steps (of 7), the
     loop that long sequences take."""
     if blocks:
-        monkeypatch.setattr(sequence, "BLOCK_STEPS", 3)
+        monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
 
 
 def _model(unroll=False):

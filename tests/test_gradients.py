@@ -12,7 +12,7 @@ import pytest
 
 import keras_gru_plus
 from keras_gru_plus import bptt
-from keras_gru_plus import sequence
+from keras_gru_plus import scan
 from tests import reference
 from tests.helpers import BACKEND
 from tests.helpers import mask_of
@@ -70,9 +70,9 @@ def _unflatten(params, shapes):
 def test_gradients_match_finite_differences(case, monkeypatch):
     projected_in_blocks = []
     if case.get("blocks"):
-        monkeypatch.setattr(bptt, "BLOCK_STEPS", case["blocks"])
+        monkeypatch.setattr(scan, "BLOCK_STEPS", case["blocks"])
     if case.get("torch_blocks"):
-        monkeypatch.setattr(bptt, "TORCH_BLOCK_STEPS", case["torch_blocks"])
+        monkeypatch.setattr(scan, "TORCH_BLOCK_STEPS", case["torch_blocks"])
     if case.get("blocks") or case.get("torch_blocks"):
         gru_states = bptt.gru_states
 
@@ -161,9 +161,9 @@ def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
     # sequences, which keep them.
     if blocks == "short" and BACKEND != "torch":
         pytest.skip("blocks over short sequences are PyTorch's "
-                    "(bptt.TORCH_BLOCK_STEPS)")
+                    "(scan.TORCH_BLOCK_STEPS)")
     monkeypatch.setattr(
-        bptt, "BLOCK_STEPS" if blocks == "long" else "TORCH_BLOCK_STEPS", 3)
+        scan, "BLOCK_STEPS" if blocks == "long" else "TORCH_BLOCK_STEPS", 3)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
@@ -185,8 +185,7 @@ def test_blocked_training_step_matches_keras(monkeypatch):
     # A compiled training step (unknown batch size when traced) with the
     # backward pass in blocks: the same weights after one SGD step; then a
     # compiled predict with the state-only loop in blocks.
-    monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
-    monkeypatch.setattr(sequence, "BLOCK_STEPS", 3)
+    monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
     ours, theirs, _ = twin_layers((None, 10, 3), dict(units=4))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 10, 3)).astype("float32")

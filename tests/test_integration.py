@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_gru_plus
-from keras_gru_plus import bptt
+from keras_gru_plus import scan
 from tests.helpers import BACKEND
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
@@ -102,7 +102,7 @@ def test_none_batch_and_time_dimensions(return_sequences):
 def test_jit_compile_training_matches_keras(masked, blocks, monkeypatch):
     if blocks:
         # The backward pass of the 7 steps in blocks of 3 (and one step).
-        monkeypatch.setattr(bptt, "BLOCK_STEPS", 3)
+        monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
 
     def build(gru_cls):
         layers = [keras.Input((7, 5))]

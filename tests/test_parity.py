@@ -8,6 +8,7 @@ arguments, is run at least once, forward and gradients.
 import numpy as np
 import pytest
 
+from keras_gru_plus import scan
 from keras_gru_plus import sequence
 from tests import reference
 from tests.helpers import BACKEND
@@ -152,7 +153,7 @@ def test_parity_grid_in_blocks(case, monkeypatch):
         calls.append(1)
         return in_blocks(*args, **kwargs)
 
-    monkeypatch.setattr(sequence, "BLOCK_STEPS", 2)
+    monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
     monkeypatch.setattr(sequence, "_final_state_in_blocks", spy)
     _check_case(case)
     assert calls, "the blocked loop did not run"
