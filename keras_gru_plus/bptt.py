@@ -7,9 +7,9 @@ is derived from the documented equations (see `recurrence.py`):
 - Everything that does not depend on the gradient of the next step is
   recomputed after the forward loop in a vectorized way: the recurrent
   matmul of every step at once, `(time * batch, units) x (units, 3 * units)`,
-  then the gates and the activation slopes. (Eager PyTorch, whose forward
-  loop is plain Python, keeps the gates of its steps instead when the
-  sequence is short enough for one block.)
+  then the gates and the activation slopes. (PyTorch and JAX keep the gates
+  of the forward steps instead, except over long sequences: see
+  `keeps_gates`.)
 - Only the recurrence of `dL/dh` is sequential: a reverse loop with one
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
@@ -98,12 +98,15 @@ def supports(activation, recurrent_activation, recurrent_masks):
 def keeps_gates(n_steps):
     """Whether the forward steps keep their gates for the backward pass.
 
-    Eager PyTorch keeps them rather than recomputing them (one large
+    PyTorch and JAX keep them rather than recomputing them (one large
     matmul and the activations), except over long sequences, which go
     backward in blocks of `scan.BLOCK_STEPS` so that memory stays block
-    sized.
+    sized. Measured on JAX (100 steps, batch 32, 2 CPUs): training steps
+    1-5% faster across the benchmark's configurations, but 1.5% slower
+    with `reset_after=False`. On TensorFlow keeping them measured no
+    faster.
     """
-    return (keras.backend.backend() == "torch"
+    return (keras.backend.backend() in ("torch", "jax")
             and (n_steps is None or n_steps < 2 * scan.BLOCK_STEPS))
 
 
