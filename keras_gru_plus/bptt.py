@@ -110,6 +110,30 @@ def keeps_gates(n_steps):
             and (n_steps is None or n_steps < 2 * scan.BLOCK_STEPS))
 
 
+def _block_loops(n_steps):
+    """How the blocked passes over `n_steps` loop: `(outer, inner_unrolled)`.
+
+    Short blocks (`scan.is_short`) go through a Python loop, their steps a
+    loop of their own on TensorFlow: TensorFlow then runs the vectorized
+    work of one block (projection, recompute, weight gradients) on the
+    second core while the steps of the next block run. The many blocks of
+    long sequences go through `scan.scan`, their steps unrolled, except on
+    JAX, where XLA compiles unrolled blocks into a far larger program (peak
+    memory of a training step 589 MB against 326 MB with a nested scan).
+    (On PyTorch every loop is a Python loop.)
+    """
+    backend = keras.backend.backend()
+    if scan.is_short(n_steps):
+        return scan.python_loop, backend == "torch"
+    return scan.scan, backend != "jax"
+
+
+def _indexed(loop):
+    """`indexed=True` for `scan.scan` (see there), nothing for a Python
+    loop."""
+    return {"indexed": True} if loop is scan.scan else {}
+
+
 def _weight_grad(a, b):
     """`sum_t a_t^T b_t` for `(time, batch, k)` and `(time, batch, n)`."""
     k, n = a.shape[-1], b.shape[-1]
@@ -264,10 +288,11 @@ def gru_states(
 
     def _forward_in_blocks(step, h0, x, m, proj, keep_gates):
         # The forward loop over raw inputs, one block at a time: project
-        # the block, then its steps (unrolled but on JAX, as backward).
-        # What the steps emit (the state, and the gates if kept, all
-        # `(batch, units)`) goes as a tuple.
-        unrolled = keras.backend.backend() != "jax"
+        # the block, then its steps (see `_block_loops`). What the steps
+        # emit (the state, and the gates if kept, all `(batch, units)`)
+        # goes as a tuple. (The gates are kept only where the steps are a
+        # Python loop.)
+        outer_loop, unrolled = _block_loops(x.shape[0])
         block = scan.block_size(x.shape[0])
 
         def tuple_step(h, xs):
@@ -280,7 +305,8 @@ def gru_states(
                 arrays = arrays + (parts[1],)
             if unrolled:
                 return scan.python_loop(tuple_step, h, arrays)
-            return scan.scan(tuple_step, h, arrays)
+            h, states = scan.scan(step, h, arrays, indexed=True)
+            return h, (states,)
 
         def outer(carry, parts):
             h, ys = run_block(carry[0], parts)
@@ -293,8 +319,8 @@ def gru_states(
         zeros = ops.broadcast_to(ops.expand_dims(ops.zeros_like(h0), 0),
                                  (block,) + tuple(ops.shape(h0)))
         n_out = (4 + reset_after) if keep_gates else 1
-        last, ys = scan.scan(outer, (h0,) + (zeros,) * n_out, blocks,
-                             indexed=True)
+        last, ys = outer_loop(outer, (h0,) + (zeros,) * n_out, blocks,
+                              **_indexed(outer_loop))
         h = last[0]
         ys = [ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:]))
               for y in ys[1:]]
@@ -332,16 +358,13 @@ def gru_states(
         # Blocks of `block` steps, last block first: the vectorized work of
         # a block stays small (in cache, and freed block by block). A
         # shorter block at the end of the sequence, if any, runs first,
-        # outside the loop. The steps of a block are unrolled, except on
-        # JAX: XLA compiles unrolled blocks into a far larger program (peak
-        # memory of a training step 589 MB against 326 MB with a nested
-        # scan).
+        # outside the loop. How blocks and steps loop: `_block_loops`.
         #
         # Returns `(dh0, dx, summed)`: `dx` the gradients laid out as the
         # x arrays, `summed` the gradients of the weights, summed over
         # the steps: recurrent kernel, candidate bias (if any), then with
         # `proj` input kernel and projection bias (if any).
-        unrolled = keras.backend.backend() != "jax"
+        outer_loop, unrolled = _block_loops(upstream.shape[0])
 
         def grads_of(dh, parts):
             # `parts`: upstream, h_prev, the x arrays, the mask if any, the
@@ -391,8 +414,8 @@ def gru_states(
         init = ((dh,)
                 + tuple(ops.zeros_like(a[0]) for a in blocks[2 : 2 + n_x])
                 + tuple(ops.zeros_like(w) for w in weights))
-        last, ys = scan.scan(outer, init, blocks, reverse=True,
-                             indexed=True)
+        last, ys = outer_loop(outer, init, blocks, reverse=True,
+                              **_indexed(outer_loop))
         dx = [ops.reshape(d, (-1,) + ops.shape(d)[2:])
               for d in ys[1 : 1 + n_x]]
         summed = [ops.sum(d, axis=0) for d in ys[1 + n_x :]]

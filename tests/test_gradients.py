@@ -61,19 +61,19 @@ def _unflatten(params, shapes):
     dict(reset_after=False, dropout=True, masked=True, go_backwards=True,
          blocks=2),
     dict(reset_after=True, dropout=True, implementation=1, blocks=2),
-    # PyTorch's blocks over shorter sequences, which keep the forward
-    # gates (other backends take one block here).
-    dict(reset_after=True, dropout=True, go_backwards=True, torch_blocks=2),
+    # The blocks of shorter sequences on PyTorch (which keeps the forward
+    # gates) and TensorFlow (a Python loop of blocks); JAX takes one block.
+    dict(reset_after=True, dropout=True, go_backwards=True, short_blocks=2),
     dict(reset_after=False, masked=True, dropout=True,
-         recurrent_dropout=True, torch_blocks=2),
+         recurrent_dropout=True, short_blocks=2),
 ])
 def test_gradients_match_finite_differences(case, monkeypatch):
     projected_in_blocks = []
     if case.get("blocks"):
         monkeypatch.setattr(scan, "BLOCK_STEPS", case["blocks"])
-    if case.get("torch_blocks"):
-        monkeypatch.setattr(scan, "TORCH_BLOCK_STEPS", case["torch_blocks"])
-    if case.get("blocks") or case.get("torch_blocks"):
+    if case.get("short_blocks"):
+        monkeypatch.setattr(scan, "SHORT_BLOCK_STEPS", case["short_blocks"])
+    if case.get("blocks") or case.get("short_blocks"):
         gru_states = bptt.gru_states
 
         def spy(*args, projection=None, **kwargs):
@@ -142,8 +142,8 @@ def test_gradients_match_finite_differences(case, monkeypatch):
     if case.get("blocks"):
         per_gate_masks = case.get("dropout") and case.get("implementation")
         assert projected_in_blocks == [not per_gate_masks]
-    if case.get("torch_blocks"):
-        assert projected_in_blocks == [BACKEND == "torch"]
+    if case.get("short_blocks"):
+        assert projected_in_blocks == [BACKEND != "jax"]
 
 
 @pytest.mark.parametrize("blocks", ["long", "short"])
@@ -156,14 +156,15 @@ def test_gradients_match_finite_differences(case, monkeypatch):
 ])
 def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
     # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
-    # and a one-step block run first. "long": the blocks of long sequences,
-    # which recompute the gates; "short": PyTorch's blocks over shorter
-    # sequences, which keep them.
-    if blocks == "short" and BACKEND != "torch":
-        pytest.skip("blocks over short sequences are PyTorch's "
-                    "(scan.TORCH_BLOCK_STEPS)")
+    # and a one-step block run first. "long": the blocks of long sequences
+    # (a loop of blocks, recomputing the gates); "short": the blocks of
+    # shorter sequences on PyTorch (keeping the gates) and TensorFlow (a
+    # Python loop of blocks).
+    if blocks == "short" and BACKEND == "jax":
+        pytest.skip("JAX takes no blocks over short sequences "
+                    "(scan.SHORT_BLOCK_STEPS)")
     monkeypatch.setattr(
-        scan, "BLOCK_STEPS" if blocks == "long" else "TORCH_BLOCK_STEPS", 3)
+        scan, "BLOCK_STEPS" if blocks == "long" else "SHORT_BLOCK_STEPS", 3)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)

@@ -98,11 +98,13 @@ def test_none_batch_and_time_dimensions(return_sequences):
 @pytest.mark.skipif(BACKEND == "torch",
                     reason="jit_compile=True is XLA: JAX and TensorFlow only")
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("blocks", [False, True])
+@pytest.mark.parametrize("blocks", [None, "BLOCK_STEPS", "SHORT_BLOCK_STEPS"])
 def test_jit_compile_training_matches_keras(masked, blocks, monkeypatch):
     if blocks:
-        # The backward pass of the 7 steps in blocks of 3 (and one step).
-        monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
+        # The training passes over the 7 steps in blocks of 3 (and one
+        # step): the loop of long sequences, or TensorFlow's Python loop
+        # over the blocks of shorter ones.
+        monkeypatch.setattr(scan, blocks, 3)
 
     def build(gru_cls):
         layers = [keras.Input((7, 5))]
