@@ -105,12 +105,11 @@ BLOCK_STEPS = 100
 #   training 5-12% faster across the benchmark's configurations (base
 #   41.7 -> 38.6 ms), wide (512 units) unchanged; state-only predict 5%
 #   faster.
-# - TensorFlow: the training passes loop over these few blocks in Python
-#   (`is_short`), so TensorFlow runs one block's vectorized work on the
-#   second core while the steps of the next block run. Measured on 100
-#   steps: training 9-15% faster (base, masked, reset_after=False,
-#   dropout, wide, bidirectional), return_sequences unchanged; blocks of
-#   10, 20, 34 and 50 steps gained less.
+# - TensorFlow: the training passes loop over blocks in Python
+#   (`bptt._block_loops`), so TensorFlow runs one block's vectorized work
+#   on the second core while the steps of the next block run. Measured on
+#   100 steps: training steps 2-13% faster across the benchmark's
+#   configurations; blocks of 10, 20, 34 and 50 steps gained less.
 SHORT_BLOCK_STEPS = 25
 
 
@@ -127,12 +126,6 @@ def block_size(n_steps):
             and n_steps >= 2 * SHORT_BLOCK_STEPS):
         return SHORT_BLOCK_STEPS
     return None
-
-
-def is_short(n_steps):
-    """Whether a blocked loop over `n_steps` takes `SHORT_BLOCK_STEPS`:
-    then there are only a few blocks (at most 7 with the defaults)."""
-    return n_steps < 2 * BLOCK_STEPS
 
 
 def in_blocks(xs, block):

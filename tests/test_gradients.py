@@ -157,14 +157,14 @@ def test_gradients_match_finite_differences(case, monkeypatch):
 def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
     # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
     # and a one-step block run first. "long": the blocks of long sequences
-    # (a loop of blocks, recomputing the gates); "short": the blocks of
-    # shorter sequences on PyTorch (keeping the gates) and TensorFlow (a
-    # Python loop of blocks).
+    # (a `scan` of blocks but on PyTorch, recomputing the gates); "short":
+    # the blocks of shorter sequences on PyTorch (keeping the gates) and
+    # TensorFlow (a Python loop of blocks).
     if blocks == "short" and BACKEND == "jax":
         pytest.skip("JAX takes no blocks over short sequences "
                     "(scan.SHORT_BLOCK_STEPS)")
     monkeypatch.setattr(
-        scan, "BLOCK_STEPS" if blocks == "long" else "SHORT_BLOCK_STEPS", 3)
+        scan, "SHORT_BLOCK_STEPS" if blocks == "short" else "BLOCK_STEPS", 3)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
