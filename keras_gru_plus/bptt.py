@@ -14,10 +14,13 @@ is derived from the documented equations (see `recurrence.py`):
   fused matmul per step (two with `reset_after=False`).
 - The weight gradients are single large matmuls after the loop,
   `dR = H_prev^T dA`, the way fused RNN kernels get their speed.
-- Long sequences go backward in blocks of `scan.BLOCK_STEPS` steps, last block
-  first: the recompute, the sequential part and the matmuls of one block,
-  then the next, so the vectorized intermediates stay block sized (less
-  memory, and in cache). Given the input projection, they also project
+- Sequences long enough for blocks (`scan.block_size`: 100 steps from 200
+  steps on; 25 from 50 on PyTorch and TensorFlow) go backward one block at
+  a time, last block first: the recompute (or the kept gates), the
+  sequential part and the matmuls of one block, then the next, so the
+  vectorized intermediates stay block sized (less memory, and in cache;
+  for how the blocks loop, see `_block_loops`). Given the input
+  projection, they also project
   their inputs one block at a time, forward and backward, and return the
   gradients of the inputs and the input kernel block by block: the
   projection of the whole sequence and its gradient, three times the
@@ -225,7 +228,6 @@ def gru_states(
     if has_rmask:
         args.append(recurrent_mask)
     if raw:
-        in_kernel, in_bias, in_mask = projection
         args += [a for a in projection if a is not None]
 
     def unpack(args):
@@ -312,8 +314,10 @@ def gru_states(
                 arrays = arrays + (parts[1],)
             if unrolled:
                 return scan.python_loop(tuple_step, h, arrays)
-            h, states = scan.scan(step, h, arrays, indexed=True)
-            return h, (states,)
+            # (`step`, whose output has the carry's structure unless gates
+            # are kept, which TensorFlow's `scan` requires.)
+            h, ys = scan.scan(step, h, arrays, indexed=True)
+            return h, (ys if keep_gates else (ys,))
 
         def outer(carry, parts):
             h, ys = run_block(carry[0], parts)
