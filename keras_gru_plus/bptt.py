@@ -302,7 +302,6 @@ def gru_states(
         # goes as a tuple. (The gates are kept only where the steps are a
         # Python loop.)
         outer_loop, unrolled = _block_loops(x.shape[0])
-        block = scan.block_size(x.shape[0])
 
         def tuple_step(h, xs):
             h, y = step(h, xs)
@@ -319,26 +318,12 @@ def gru_states(
             h, ys = scan.scan(step, h, arrays, indexed=True)
             return h, (ys if keep_gates else (ys,))
 
-        def outer(carry, parts):
-            h, ys = run_block(carry[0], parts)
-            # A flat tuple: the carry, and what TensorFlow's `scan` wants
-            # each output shaped like.
-            return (h,) + ys, (h,) + ys
-
-        blocks, rest = scan.in_blocks((x,) + ((m,) if has_mask else ()),
-                                      block)
-        zeros = ops.broadcast_to(ops.expand_dims(ops.zeros_like(h0), 0),
-                                 (block,) + tuple(ops.shape(h0)))
-        n_out = (4 + reset_after) if keep_gates else 1
-        last, ys = outer_loop(outer, (h0,) + (zeros,) * n_out, blocks,
-                              **_indexed(outer_loop))
-        h = last[0]
-        ys = [ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:]))
-              for y in ys[1:]]
-        if rest is not None:
-            ys = [ops.concatenate([a, b], 0)
-                  for a, b in zip(ys, run_block(h, rest)[1])]
-        return tuple(ys) if keep_gates else ys[0]
+        _, ys = scan.blocks_loop(
+            run_block, h0, (x,) + ((m,) if has_mask else ()),
+            scan.block_size(x.shape[0]),
+            n_out=(4 + reset_after) if keep_gates else 1,
+            loop=outer_loop, **_indexed(outer_loop))
+        return ys if keep_gates else ys[0]
 
     def _backward(upstream, states, x_arrays, h0, kernel, bias, m, rmask,
                   proj, kept):

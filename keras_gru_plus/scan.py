@@ -145,6 +145,47 @@ def in_blocks(xs, block):
     return blocks, rest
 
 
+def blocks_loop(run_block, init, xs, block, n_out, loop=None,
+                **loop_options):
+    """A loop over the blocks of `block` steps of time-major arrays.
+
+    `run_block(carry, xs_b) -> (carry, ys_b)` runs the steps of one block:
+    `xs_b` are the arrays of `xs` cut to the block's steps, `ys_b` a tuple
+    of `n_out` per-step outputs `(steps, ...)`, each step's output shaped
+    like the carry (as TensorFlow's `scan` wants it). The whole blocks go
+    through `loop` (`scan`, with `loop_options`, or `python_loop`); a
+    shorter block after them, if any, runs after the loop.
+
+    Returns:
+        `(carry, ys)`: the carry after the last step, and the `n_out`
+        outputs of every step `(time, ...)`. With `n_out=0` the blocks go
+        through a state-only loop (`final_carry`) and `ys` is `()`.
+    """
+    blocks, rest = in_blocks(xs, block)
+    if n_out == 0:
+        carry = final_carry(lambda c, b: (run_block(c, b)[0], None), init,
+                            blocks)
+        ys = ()
+    else:
+        def outer(carry, b):
+            carry, ys_b = run_block(carry[0], b)
+            # One flat tuple as both carry and output: TensorFlow's `scan`
+            # wants every output shaped like the carry.
+            return (carry,) + tuple(ys_b), (carry,) + tuple(ys_b)
+
+        zeros = ops.broadcast_to(ops.expand_dims(ops.zeros_like(init), 0),
+                                 (block,) + tuple(ops.shape(init)))
+        last, ys = (loop or scan)(outer, (init,) + (zeros,) * n_out, blocks,
+                                  **loop_options)
+        carry = last[0]
+        ys = tuple(ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:]))
+                   for y in ys[1:])
+    if rest is not None:
+        carry, ys_rest = run_block(carry, rest)
+        ys = tuple(ops.concatenate([a, b], 0) for a, b in zip(ys, ys_rest))
+    return carry, ys
+
+
 def final_carry(step, init, xs, unrolled=False):
     """The carry after the last step, storing nothing per step.
 

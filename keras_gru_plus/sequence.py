@@ -15,6 +15,16 @@ from keras_gru_plus import scan
 # 4.8 ms with 4, no faster with 10 or 32.
 PARALLEL_STEPS = 4
 
+# Steps per block of TensorFlow's inference loop with `return_sequences`:
+# a `scan` of blocks whose steps are unrolled, each block's states stacked
+# once. Keras' TensorFlow `scan` reads and writes its carry and outputs
+# through TensorArrays at every iteration; in blocks that cost is paid once
+# per block. Measured on the layer (batch 32, 100 steps, 64 features, 128
+# units, 2 CPUs): predict 15% faster (4.90 -> 4.17 ms, keras 5.19 ms);
+# blocks of 5 or 20 steps, or 1 or 4 blocks at once, gained less.
+SEQUENCE_BLOCK_STEPS = 10
+PARALLEL_BLOCKS = 2
+
 
 def run_sequence(
     x,
@@ -49,7 +59,9 @@ def run_sequence(
       state (`keras.ops.fori_loop`), autodiff; over a sequence of at least
       two blocks (`scan.block_size`, known length), given `projection`,
       the inputs are projected one block at a time inside that loop;
-      TensorFlow projects them one step at a time inside its loops;
+      TensorFlow projects them one step at a time inside its loops, and
+      with `return_sequences` (a length known when traced, at least two
+      blocks) loops over blocks of `SEQUENCE_BLOCK_STEPS` unrolled steps;
     - training with the usual activations: `bptt.gru_states`, with the
       hand-written backward pass (over a sequence long enough for its
       blocks, given `projection`, projecting one block at a time);
@@ -135,7 +147,15 @@ def run_sequence(
         def projected_step(h, xs_t):
             return step(h, (project(xs_t[0]),) + tuple(xs_t[1:]))
 
-        if return_sequences:
+        n_steps = x.shape[0]
+        if (return_sequences and n_steps is not None
+                and n_steps >= 2 * SEQUENCE_BLOCK_STEPS):
+            h, (states,) = scan.blocks_loop(
+                lambda h, parts: _stacked(
+                    scan.python_loop(projected_step, h, parts)),
+                initial_state, xs, SEQUENCE_BLOCK_STEPS, n_out=1,
+                parallel=PARALLEL_BLOCKS)
+        elif return_sequences:
             h, states = scan.scan(projected_step, initial_state, xs,
                                   parallel=PARALLEL_STEPS)
         else:
@@ -209,20 +229,18 @@ def _final_state_in_blocks(step, initial_state, x, mask, project,
         # `parts`: the inputs of the block's steps, their mask if any.
         arrays = loop_inputs(project(parts[0]),
                              parts[1] if mask is not None else None)
-        return scan.final_carry(step, h, arrays, unrolled=unrolled)
+        return scan.final_carry(step, h, arrays, unrolled=unrolled), ()
 
-    blocks, rest = scan.in_blocks(
+    h, _ = scan.blocks_loop(
+        run_block, initial_state,
         (x,) + ((mask,) if mask is not None else ()),
-        scan.block_size(x.shape[0]))
-
-    def block_step(h, b):
-        h = run_block(h, b)
-        return h, h
-
-    h = scan.final_carry(block_step, initial_state, blocks)
-    if rest is not None:
-        h = run_block(h, rest)
+        scan.block_size(x.shape[0]), n_out=0)
     return h
+
+
+def _stacked(result):
+    """`(carry, ys)` -> `(carry, (ys,))`, as `scan.blocks_loop` takes it."""
+    return result[0], (result[1],)
 
 
 def _masked_outputs(h, states, final_state, mask, zero_output_for_mask):

@@ -159,6 +159,37 @@ def test_parity_grid_in_blocks(case, monkeypatch):
     assert calls, "the blocked loop did not run"
 
 
+# The cases that take TensorFlow's inference loop with `return_sequences`,
+# run again with that loop in blocks of 2 steps (2 blocks and a 1-step
+# block), which sequences of at least 2 * SEQUENCE_BLOCK_STEPS take.
+SEQUENCE_BLOCK_GRID = dict(GRID, training=[False], return_sequences=[True],
+                           unroll=[False])
+SEQUENCE_BLOCK_CASES = pairwise_cases(SEQUENCE_BLOCK_GRID, seed=6)
+
+
+@pytest.mark.parametrize(
+    "case", SEQUENCE_BLOCK_CASES,
+    ids=[f"case{i}" for i in range(len(SEQUENCE_BLOCK_CASES))],
+)
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="only TensorFlow's inference loop with return_sequences goes in "
+    "blocks of steps (sequence.SEQUENCE_BLOCK_STEPS)",
+)
+def test_parity_grid_sequence_blocks(case, monkeypatch):
+    calls = []
+    blocks_loop = scan.blocks_loop
+
+    def spy(*args, **kwargs):
+        calls.append(args[3])
+        return blocks_loop(*args, **kwargs)
+
+    monkeypatch.setattr(sequence, "SEQUENCE_BLOCK_STEPS", 2)
+    monkeypatch.setattr(scan, "blocks_loop", spy)
+    _check_case(case)
+    assert calls and set(calls) == {2}, "the blocked loop did not run"
+
+
 def _check_case(case):
     rng = np.random.default_rng(7)
     # Inputs of scale 0.5 keep the linear-candidate cases' states O(1),
