@@ -12,6 +12,16 @@ import math
 import keras
 from keras import ops
 
+# Steps unrolled per iteration of TensorFlow's indexed loops (`scan` with
+# `indexed=True`: the training passes). Keras' TensorFlow `scan` reads and
+# writes its carry and outputs through TensorArrays at every iteration;
+# over groups of unrolled steps that cost is paid once per group. Measured
+# on training steps (batch 32, 100 steps, 64 features, 128 units, 2 CPUs):
+# 3-8% faster in every configuration of the benchmark (base 14.2 -> 13.5
+# ms, masked 15.6 -> 14.4, 1,000 steps 138 -> 127 ms, 512 units 83 ->
+# 80 ms); groups of 3 or 10 steps were slower than 5.
+SUB_BLOCK_STEPS = 5
+
 
 def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
     """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
@@ -31,13 +41,26 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
     not go through (the hand-written backward pass): TensorFlow would
     differentiate each slice into an array of the whole sequence. Measured
     in a training step at 1,000 steps: peak memory 438 -> 342 MB, time
-    2-4% lower.
+    2-4% lower. With a single tensor as the carry and a length known when
+    traced, the loop goes over groups of `SUB_BLOCK_STEPS` unrolled steps.
     """
     if keras.backend.backend() == "torch":
         # Eager: a plain loop does what keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
         return python_loop(step, init, xs, reverse)
     unroll = parallel if keras.backend.backend() == "tensorflow" else 1
+    n_steps = xs[0].shape[0]
+    if (indexed and keras.backend.backend() == "tensorflow"
+            and not isinstance(init, (tuple, list))
+            and n_steps is not None and n_steps >= 2 * SUB_BLOCK_STEPS):
+        # Groups of unrolled steps (see `SUB_BLOCK_STEPS`).
+        def run_group(carry, parts):
+            carry, ys = python_loop(step, carry, parts, reverse)
+            return carry, (ys,)
+
+        carry, (ys,) = blocks_loop(run_group, init, xs, SUB_BLOCK_STEPS,
+                                   n_out=1, reverse=reverse, indexed=True)
+        return carry, ys
     if indexed and keras.backend.backend() == "tensorflow":
         def indexed_step(carry, t):
             return step(carry, tuple(x[t] for x in xs))
@@ -145,16 +168,18 @@ def in_blocks(xs, block):
     return blocks, rest
 
 
-def blocks_loop(run_block, init, xs, block, n_out, loop=None,
+def blocks_loop(run_block, init, xs, block, n_out, loop=None, reverse=False,
                 **loop_options):
     """A loop over the blocks of `block` steps of time-major arrays.
 
-    `run_block(carry, xs_b) -> (carry, ys_b)` runs the steps of one block:
+    `run_block(carry, xs_b) -> (carry, ys_b)` runs the steps of one block
+    (in reverse order with `reverse=True`, as the blocks go then):
     `xs_b` are the arrays of `xs` cut to the block's steps, `ys_b` a tuple
     of `n_out` per-step outputs `(steps, ...)`, each step's output shaped
     like the carry (as TensorFlow's `scan` wants it). The whole blocks go
     through `loop` (`scan`, with `loop_options`, or `python_loop`); a
-    shorter block after them, if any, runs after the loop.
+    shorter block after them, if any, runs after the loop (before it with
+    `reverse=True`).
 
     Returns:
         `(carry, ys)`: the carry after the last step, and the `n_out`
@@ -162,6 +187,9 @@ def blocks_loop(run_block, init, xs, block, n_out, loop=None,
         through a state-only loop (`final_carry`) and `ys` is `()`.
     """
     blocks, rest = in_blocks(xs, block)
+    ys_rest = None
+    if reverse and rest is not None:
+        init, ys_rest = run_block(init, rest)
     if n_out == 0:
         carry = final_carry(lambda c, b: (run_block(c, b)[0], None), init,
                             blocks)
@@ -176,12 +204,13 @@ def blocks_loop(run_block, init, xs, block, n_out, loop=None,
         zeros = ops.broadcast_to(ops.expand_dims(ops.zeros_like(init), 0),
                                  (block,) + tuple(ops.shape(init)))
         last, ys = (loop or scan)(outer, (init,) + (zeros,) * n_out, blocks,
-                                  **loop_options)
+                                  reverse=reverse, **loop_options)
         carry = last[0]
         ys = tuple(ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:]))
                    for y in ys[1:])
     if rest is not None:
-        carry, ys_rest = run_block(carry, rest)
+        if not reverse:
+            carry, ys_rest = run_block(carry, rest)
         ys = tuple(ops.concatenate([a, b], 0) for a, b in zip(ys, ys_rest))
     return carry, ys
 

@@ -190,6 +190,37 @@ def test_parity_grid_sequence_blocks(case, monkeypatch):
     assert calls and set(calls) == {2}, "the blocked loop did not run"
 
 
+# The training cases (the hand-written backward pass), run again with
+# TensorFlow's loops over groups of 2 unrolled steps (2 groups and a 1-step
+# group), which its training loops take over 2 * SUB_BLOCK_STEPS steps and
+# more.
+GROUP_GRID = dict(GRID, training=[True], unroll=[False])
+GROUP_CASES = pairwise_cases(GROUP_GRID, seed=8)
+
+
+@pytest.mark.parametrize(
+    "case", GROUP_CASES, ids=[f"case{i}" for i in range(len(GROUP_CASES))]
+)
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="only TensorFlow's indexed loops go over groups of unrolled "
+    "steps (scan.SUB_BLOCK_STEPS)",
+)
+def test_parity_grid_step_groups(case, monkeypatch):
+    calls = []
+    blocks_loop = scan.blocks_loop
+
+    def spy(*args, **kwargs):
+        calls.append((args[3], kwargs.get("reverse", False)))
+        return blocks_loop(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
+    monkeypatch.setattr(scan, "blocks_loop", spy)
+    _check_case(case)
+    # Forward and backward loops, both in groups of 2 steps.
+    assert set(calls) == {(2, False), (2, True)}, calls
+
+
 def _check_case(case):
     rng = np.random.default_rng(7)
     # Inputs of scale 0.5 keep the linear-candidate cases' states O(1),
