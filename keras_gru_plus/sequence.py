@@ -56,12 +56,15 @@ def run_sequence(
     Which loop runs:
     - `unroll=True`: a Python loop, autodiff;
     - `inference` without `return_sequences`: a loop that keeps only the
-      state (`keras.ops.fori_loop`), autodiff; over a sequence of at least
-      two blocks (`scan.block_size`, known length), given `projection`,
-      the inputs are projected one block at a time inside that loop;
-      TensorFlow projects them one step at a time inside its loops, and
-      with `return_sequences` (a length known when traced, at least two
-      blocks) loops over blocks of `SEQUENCE_BLOCK_STEPS` unrolled steps;
+      state (`keras.ops.fori_loop`), autodiff;
+    - `inference` over a sequence of at least two blocks
+      (`scan.block_size`, known length), given `projection`: the inputs
+      are projected one block at a time, and the blocks' steps run in a
+      loop of their own (`_inference_in_blocks`);
+    - TensorFlow's inference, given `projection`, projects the inputs one
+      step at a time inside its loops instead, and with `return_sequences`
+      (a length known when traced, at least two blocks) loops over blocks
+      of `SEQUENCE_BLOCK_STEPS` unrolled steps;
     - training with the usual activations: `bptt.gru_states`, with the
       hand-written backward pass (over a sequence long enough for its
       blocks, given `projection`, projecting one block at a time);
@@ -164,12 +167,12 @@ def run_sequence(
         return _masked_outputs(h, states, h, mask, zero_output_for_mask)
 
     n_steps = x.shape[0]
-    if (inference and not return_sequences and not unroll
-            and project is not None
+    if (inference and not unroll and project is not None
             and scan.block_size(n_steps) is not None):
-        h = _final_state_in_blocks(step, initial_state, x, mask, project,
-                                   loop_inputs)
-        return _masked_outputs(h, None, h, mask, zero_output_for_mask)
+        h, states = _inference_in_blocks(step, initial_state, x, mask,
+                                         project, loop_inputs,
+                                         return_sequences)
+        return _masked_outputs(h, states, h, mask, zero_output_for_mask)
     use_bptt = not inference and not unroll and bptt.supports(
         activation, recurrent_activation, recurrent_masks)
     recurrent_mask = None if recurrent_masks is None else recurrent_masks[0]
@@ -215,13 +218,18 @@ def run_sequence(
     return _masked_outputs(h, states, h, mask, zero_output_for_mask)
 
 
-def _final_state_in_blocks(step, initial_state, x, mask, project,
-                           loop_inputs):
-    """The state after the last step, projecting one block at a time.
+def _inference_in_blocks(step, initial_state, x, mask, project,
+                         loop_inputs, return_sequences):
+    """The inference loop, projecting one block of steps at a time.
 
-    The blocks run in a state-only loop; inside one, the projection is one
-    matmul and the steps a loop of their own (unrolled but on JAX, where
-    a nested `scan` compiles smaller). A shorter last block runs after.
+    Inside a block, the projection is one matmul and the steps a loop of
+    their own (unrolled but on JAX, where a nested `scan` compiles
+    smaller). A shorter last block runs after the others.
+
+    Returns:
+        `(h, states)`: the state after the last step, and the state after
+        every step `(time, batch, units)` with `return_sequences`, else
+        `None`.
     """
     unrolled = keras.backend.backend() != "jax"
 
@@ -229,13 +237,19 @@ def _final_state_in_blocks(step, initial_state, x, mask, project,
         # `parts`: the inputs of the block's steps, their mask if any.
         arrays = loop_inputs(project(parts[0]),
                              parts[1] if mask is not None else None)
-        return scan.final_carry(step, h, arrays, unrolled=unrolled), ()
+        if not return_sequences:
+            return scan.final_carry(step, h, arrays, unrolled=unrolled), ()
+        if unrolled:
+            h, states = scan.python_loop(step, h, arrays)
+        else:
+            h, states = scan.scan(step, h, arrays)
+        return h, (states,)
 
-    h, _ = scan.blocks_loop(
+    h, ys = scan.blocks_loop(
         run_block, initial_state,
         (x,) + ((mask,) if mask is not None else ()),
-        scan.block_size(x.shape[0]), n_out=0)
-    return h
+        scan.block_size(x.shape[0]), n_out=int(return_sequences))
+    return h, (ys[0] if return_sequences else None)
 
 
 def _stacked(result):

@@ -128,12 +128,11 @@ def test_parity_grid(case):
     _check_case(case)
 
 
-# The cases that take the state-only inference loop, run again with that
-# loop in blocks of 2 steps (2 blocks and a 1-step block), which long
-# sequences take on JAX and PyTorch. (TensorFlow projects each step inside
-# its inference loop, which the grid above covers, and takes no blocks.)
-BLOCK_GRID = dict(GRID, training=[False], return_sequences=[False],
-                  unroll=[False])
+# The inference cases, run again with the inference loop in blocks of 2
+# steps (2 blocks and a 1-step block), which long sequences take on JAX and
+# PyTorch. (TensorFlow projects each step inside its inference loops: the
+# grid above and the sequence blocks below cover them.)
+BLOCK_GRID = dict(GRID, training=[False], unroll=[False])
 BLOCK_CASES = pairwise_cases(BLOCK_GRID, seed=5)
 
 
@@ -142,19 +141,19 @@ BLOCK_CASES = pairwise_cases(BLOCK_GRID, seed=5)
 )
 @pytest.mark.skipif(
     BACKEND == "tensorflow",
-    reason="TensorFlow's inference loop projects each step and has no "
-    "blocked state-only loop (sequence.run_sequence)",
+    reason="TensorFlow's inference loop projects each step and takes no "
+    "blocks of projected steps (sequence.run_sequence)",
 )
 def test_parity_grid_in_blocks(case, monkeypatch):
     calls = []
-    in_blocks = sequence._final_state_in_blocks
+    in_blocks = sequence._inference_in_blocks
 
     def spy(*args, **kwargs):
         calls.append(1)
         return in_blocks(*args, **kwargs)
 
     monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
-    monkeypatch.setattr(sequence, "_final_state_in_blocks", spy)
+    monkeypatch.setattr(sequence, "_inference_in_blocks", spy)
     _check_case(case)
     assert calls, "the blocked loop did not run"
 
