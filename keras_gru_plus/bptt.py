@@ -184,7 +184,9 @@ def gru_states(
         activation, recurrent_activation: callables with a known slope.
         reset_after: the formula variant.
         mask: `None` or `(time, batch)` boolean; a masked step keeps the
-            state.
+            state. The inputs of masked steps must be finite (the gradients
+            there are then exact zeros, without a select over the backward
+            pass's products); `sequence.run_sequence` zeroes them.
         recurrent_mask: `None` or one `(batch, units)` dropout mask.
         projection: `None`, or `(kernel, bias, input_mask)` for a sequence
             long enough to go in blocks (`scan.block_size`): the input kernel,
@@ -260,6 +262,8 @@ def gru_states(
     @ops.custom_gradient
     def states_fn(*args):
         x, h0, kernel, bias, m, rmask, proj = unpack(args)
+        # The mask as booleans, compared once for all steps.
+        keep = (m > 0) if has_mask else None
         step_kernel = recurrence.kernel_parts(kernel, reset_after)
         x_arrays = tuple(x) if n_x == 3 else (x,)
         keep_gates = keeps_gates(x_arrays[0].shape[0])
@@ -271,17 +275,17 @@ def gru_states(
             z, r, n, rec_h = gates(h_in, x_t, step_kernel, bias)
             h_new = n + z * (h - n)
             if has_mask:
-                h_new = ops.where(xs[-1] > 0, h_new, h)
+                h_new = ops.where(xs[-1], h_new, h)
             if keep_gates:
                 return h_new, (h_new, z, r, n) + (
                     (rec_h,) if reset_after else ())
             return h_new, h_new
 
         if raw:
-            states = _forward_in_blocks(step, h0, x, m, proj, keep_gates)
+            states = _forward_in_blocks(step, h0, x, keep, proj, keep_gates)
         else:
             _, states = scan.scan(step, h0,
-                                  x_arrays + ((m,) if has_mask else ()),
+                                  x_arrays + ((keep,) if has_mask else ()),
                                   indexed=True)
         kept = None
         if keep_gates:
@@ -462,11 +466,11 @@ def gru_states(
             kernel_h_t = kernel_t[2 * units :]
             loop_xs = (upstream, z, f_z, f_n, q, r)
         if m is not None:
-            loop_xs = loop_xs + (m,)
+            loop_xs = loop_xs + (m > 0,)
 
         def back_step(carry, xs):
             g = xs[0] + carry
-            dh_new = ops.where(xs[-1] > 0, g, 0) if has_mask else g
+            dh_new = ops.where(xs[-1], g, 0) if has_mask else g
             if reset_after:
                 da = ops.reshape(dh_new[..., None, :] * xs[2],
                                  (-1, 3 * units))
@@ -480,7 +484,7 @@ def gru_states(
                 dh_in = dh_in * rmask
             dh_prev = dh_in + dh_new * xs[1]
             if has_mask:
-                dh_prev = ops.where(xs[-1] > 0, dh_prev, g)
+                dh_prev = ops.where(xs[-1], dh_prev, g)
             return dh_prev, dh_new
 
         if unrolled:
@@ -491,17 +495,14 @@ def gru_states(
                                          reverse=True, indexed=True)
         del loop_xs
         # Vectorized over all steps from here on. Masked steps get exact
-        # zeros, even where their (unused) values are not finite.
+        # zeros: `dh_new` is zero there, and the values it multiplies are
+        # finite given finite inputs there (see `gru_states`' `mask`).
         d_bias = None
         if reset_after:
             da = ops.reshape(dh_new[..., None, :] * by_gate,
                              ops.shape(dh_new)[:-1] + (3 * units,))
             del by_gate
-            if has_mask:
-                da = ops.where(m > 0, da, 0)
             dn = dh_new * f_n
-            if has_mask:
-                dn = ops.where(m > 0, dn, 0)
             dx = [da[..., :units], da[..., units : 2 * units], dn]
             d_kernel = _weight_grad(h_in, da)
             if bias is not None:
@@ -510,9 +511,6 @@ def gru_states(
             dn = dh_new * f_n
             d_rh = dn @ kernel_h_t
             dzr = ops.concatenate([dh_new * f_z, d_rh * q], -1)
-            if has_mask:
-                dn = ops.where(m > 0, dn, 0)
-                dzr = ops.where(m > 0, dzr, 0)
             dx = [dzr[..., :units], dzr[..., units:], dn]
             d_kernel = ops.concatenate(
                 [_weight_grad(h_in, dzr), _weight_grad(r * h_in, dn)], -1)

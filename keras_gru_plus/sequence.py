@@ -114,6 +114,11 @@ def run_sequence(
     n_gates = 3 if recurrence.split_layout() else 1
     if mask is not None:
         mask = ops.cast(mask, "bool")
+        if not inference:
+            # Masked steps change nothing, so their inputs are zeroed before
+            # anything is computed from them: a NaN or inf there (padding)
+            # then reaches no gradient, the kernel's included.
+            x = ops.where(ops.expand_dims(mask, -1), x, 0)
 
     def loop_inputs(projected, mask):
         if n_gates == 3:

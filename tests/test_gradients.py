@@ -201,3 +201,41 @@ def test_blocked_training_step_matches_keras(monkeypatch):
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(*predictions, atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_masked_non_finite_inputs_leave_gradients_unchanged(
+        reset_after, blocks, monkeypatch):
+    """Inputs of masked steps change nothing, gradients included: NaN and
+    inf there give the gradients that zeros there give, finite, with exact
+    zeros for those inputs (the backward pass zeroes masked inputs rather
+    than selecting over its products)."""
+    if blocks:
+        monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
+        monkeypatch.setattr(scan, "SHORT_BLOCK_STEPS", 2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 7, 4)).astype("float32")
+    mask = np.ones((3, 7), bool)
+    mask[0, 5:] = False
+    mask[1, :2] = False
+    mask[2, 3] = False
+    clean = np.where(mask[..., None], x, 0).astype("float32")
+    dirty = clean.copy()
+    dirty[0, 5] = np.nan
+    dirty[1, 0] = np.inf
+    dirty[2, 3] = -np.inf
+    layer = keras_gru_plus.GRU(5, reset_after=reset_after,
+                               return_sequences=True)
+    layer(clean[:1], mask=mask[:1])
+    call = {"mask": mask, "training": True}
+    probe = probes([(3, 7, 5)])
+    out_c, dx_c, dw_c = outputs_and_gradients(layer, clean, call, probe)
+    out_d, dx_d, dw_d = outputs_and_gradients(layer, dirty, call, probe)
+    np.testing.assert_array_equal(out_d[0], out_c[0])
+    assert np.isfinite(dx_d).all()
+    np.testing.assert_array_equal(dx_d[~mask], 0.0)
+    np.testing.assert_allclose(dx_d, dx_c, rtol=1e-6, atol=1e-7)
+    for d, c in zip(dw_d, dw_c):
+        assert np.isfinite(d).all()
+        np.testing.assert_allclose(d, c, rtol=1e-6, atol=1e-7)
