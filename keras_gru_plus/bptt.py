@@ -282,7 +282,8 @@ def gru_states(
             return h_new, h_new
 
         if raw:
-            states = _forward_in_blocks(step, h0, x, keep, proj, keep_gates)
+            states = _forward_in_blocks(step, h0, x, keep, proj,
+                                        keep_gates)
         else:
             _, states = scan.scan(step, h0,
                                   x_arrays + ((keep,) if has_mask else ()),
@@ -299,7 +300,7 @@ def gru_states(
 
         return states, grad
 
-    def _forward_in_blocks(step, h0, x, m, proj, keep_gates):
+    def _forward_in_blocks(step, h0, x, keep, proj, keep_gates):
         # The forward loop over raw inputs, one block at a time: project
         # the block, then its steps (see `_block_loops`). What the steps
         # emit (the state, and the gates if kept, all `(batch, units)`)
@@ -323,7 +324,7 @@ def gru_states(
             return h, (ys if keep_gates else (ys,))
 
         _, ys = scan.blocks_loop(
-            run_block, h0, (x,) + ((m,) if has_mask else ()),
+            run_block, h0, (x,) + ((keep,) if has_mask else ()),
             scan.block_size(x.shape[0]),
             n_out=(4 + reset_after) if keep_gates else 1,
             loop=outer_loop, **_indexed(outer_loop))

@@ -19,7 +19,8 @@ from keras import ops
 # on training steps (batch 32, 100 steps, 64 features, 128 units, 2 CPUs):
 # 3-8% faster in every configuration of the benchmark (base 14.2 -> 13.5
 # ms, masked 15.6 -> 14.4, 1,000 steps 138 -> 127 ms, 512 units 83 ->
-# 80 ms); groups of 3 or 10 steps were slower than 5.
+# 80 ms); groups of 3 or 10 steps were slower than 5. The cost: a larger
+# graph, the first training call at 100 steps 0.6 -> 1.1 s.
 SUB_BLOCK_STEPS = 5
 
 
@@ -59,7 +60,8 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
             return carry, (ys,)
 
         carry, (ys,) = blocks_loop(run_group, init, xs, SUB_BLOCK_STEPS,
-                                   n_out=1, reverse=reverse, indexed=True)
+                                   n_out=1, reverse=reverse, indexed=True,
+                                   parallel=parallel)
         return carry, ys
     if indexed and keras.backend.backend() == "tensorflow":
         def indexed_step(carry, t):
@@ -107,9 +109,9 @@ def _unpacking(step, xs):
 
 
 # Steps per block of the loops over long sequences (`block_size`). The
-# training passes and the state-only inference loop (but on TensorFlow,
-# which projects each step inside its inference loops) take their inputs
-# one block at a time (projection, recompute, gradients), so no array of
+# training passes and the inference loops (but on TensorFlow, which
+# projects each step inside its inference loops) take their inputs one
+# block at a time (projection, recompute, gradients), so no array of
 # the whole sequence wider than the state is held. Measured on 1,000 steps
 # (batch 32, 64 features, 128 units, 2 CPUs): backward in blocks against
 # one block, training steps 25% faster on PyTorch and 7% on JAX, the same
@@ -162,7 +164,8 @@ def in_blocks(xs, block):
     n_steps = xs[0].shape[0]
     head = (n_steps // block) * block
     blocks = tuple(
-        ops.reshape(x[:head], (head // block, block) + ops.shape(x)[1:])
+        ops.reshape(x if head == n_steps else x[:head],
+                    (head // block, block) + ops.shape(x)[1:])
         for x in xs)
     rest = tuple(x[head:] for x in xs) if head < n_steps else None
     return blocks, rest
@@ -181,11 +184,24 @@ def blocks_loop(run_block, init, xs, block, n_out, loop=None, reverse=False,
     shorter block after them, if any, runs after the loop (before it with
     `reverse=True`).
 
+    The length of `xs` must be known when traced and hold at least one
+    whole block.
+
     Returns:
         `(carry, ys)`: the carry after the last step, and the `n_out`
         outputs of every step `(time, ...)`. With `n_out=0` the blocks go
-        through a state-only loop (`final_carry`) and `ys` is `()`.
+        forward through a state-only loop (`final_carry`, which takes no
+        `loop` and no `reverse`) and `ys` is `()`.
     """
+    n_steps = xs[0].shape[0]
+    if n_steps is None or n_steps < block:
+        raise ValueError(
+            "blocks_loop needs a length known when traced and at least one "
+            f"whole block of {block} steps; received {n_steps} steps.")
+    if n_out == 0 and (reverse or loop is not None):
+        raise ValueError(
+            "blocks_loop with n_out=0 runs a forward state-only loop; "
+            f"received reverse={reverse}, loop={loop}.")
     blocks, rest = in_blocks(xs, block)
     ys_rest = None
     if reverse and rest is not None:

@@ -143,6 +143,7 @@ def run_sequence(
             h_next = ops.where(xs_t[-1], cell(h, step_input(xs_t)), h)
             return h_next, h_next
 
+    n_steps = x.shape[0]
     if (inference and project is not None and not unroll
             and keras.backend.backend() == "tensorflow"):
         # TensorFlow projects each step's inputs inside the loop: its
@@ -155,7 +156,6 @@ def run_sequence(
         def projected_step(h, xs_t):
             return step(h, (project(xs_t[0]),) + tuple(xs_t[1:]))
 
-        n_steps = x.shape[0]
         if (return_sequences and n_steps is not None
                 and n_steps >= 2 * SEQUENCE_BLOCK_STEPS):
             h, (states,) = scan.blocks_loop(
@@ -171,7 +171,6 @@ def run_sequence(
             states = None
         return _masked_outputs(h, states, h, mask, zero_output_for_mask)
 
-    n_steps = x.shape[0]
     if (inference and not unroll and project is not None
             and scan.block_size(n_steps) is not None):
         h, states = _inference_in_blocks(step, initial_state, x, mask,

@@ -22,12 +22,12 @@ def _installed(*names):
 
 
 def _use_blocks(blocks, monkeypatch):
-    """The second layer's state-only loop in blocks of 3 steps (of 7), the
-    loop that long sequences take (but on TensorFlow, whose inference loop
-    projects each step and takes no blocks)."""
+    """Both layers' inference loops in blocks of 3 steps (of 7), the loops
+    that long sequences take (but on TensorFlow, whose inference loops
+    project each step and take no blocks of projected steps)."""
     if blocks and BACKEND == "tensorflow":
-        pytest.skip("TensorFlow's inference loop takes no blocks "
-                    "(sequence.run_sequence)")
+        pytest.skip("TensorFlow's inference loops take no blocks of "
+                    "projected steps (sequence.run_sequence)")
     if blocks:
         monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
 

@@ -146,7 +146,8 @@ def test_gradients_match_finite_differences(case, monkeypatch):
         assert projected_in_blocks == [BACKEND != "jax"]
 
 
-@pytest.mark.parametrize("blocks", ["long", "short"])
+@pytest.mark.parametrize("blocks", ["long", "short", "long_groups",
+                                    "short_groups"])
 @pytest.mark.parametrize("steps", [9, 10])
 @pytest.mark.parametrize("kwargs", [
     dict(reset_after=True),
@@ -159,12 +160,18 @@ def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
     # and a one-step block run first. "long": the blocks of long sequences
     # (a `scan` of blocks but on PyTorch, recomputing the gates); "short":
     # the blocks of shorter sequences on PyTorch (keeping the gates) and
-    # TensorFlow (a Python loop of blocks).
-    if blocks == "short" and BACKEND == "jax":
+    # TensorFlow (a Python loop of blocks). "_groups": blocks of 4 steps
+    # (two blocks and a rest of 1 or 2 steps), whose loops go over groups of
+    # 2 unrolled steps on TensorFlow (scan.SUB_BLOCK_STEPS).
+    if blocks.startswith("short") and BACKEND == "jax":
         pytest.skip("JAX takes no blocks over short sequences "
                     "(scan.SHORT_BLOCK_STEPS)")
+    groups = blocks.endswith("_groups")
     monkeypatch.setattr(
-        scan, "SHORT_BLOCK_STEPS" if blocks == "short" else "BLOCK_STEPS", 3)
+        scan, "SHORT_BLOCK_STEPS" if blocks.startswith("short")
+        else "BLOCK_STEPS", 4 if groups else 3)
+    if groups:
+        monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
@@ -214,6 +221,8 @@ def test_masked_non_finite_inputs_leave_gradients_unchanged(
     if blocks:
         monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
         monkeypatch.setattr(scan, "SHORT_BLOCK_STEPS", 2)
+    # TensorFlow's loops in groups of 2 unrolled steps.
+    monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(3, 7, 4)).astype("float32")
     mask = np.ones((3, 7), bool)

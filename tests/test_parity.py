@@ -38,7 +38,7 @@ GRID = {
     "activations": [("tanh", "sigmoid"), ("relu", "hard_sigmoid"),
                     ("linear", "tanh")],
     # No dropout here, so training changes no number; it selects the
-    # hand-written backward pass (True) or the state-only inference loop.
+    # hand-written backward pass (True) or the inference loops.
     "training": [False, True],
 }
 CASES = pairwise_cases(GRID, seed=3)

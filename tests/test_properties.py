@@ -5,7 +5,7 @@ equal the float64 reference (tests/reference.py) always, and
 `keras.layers.GRU` with the same weights wherever the built-in is
 consistent (`keras_agrees` from tests/test_parity.py decides). No dropout,
 so `training` changes no number; it selects another loop (the hand-written
-backward pass's forward, or the state-only inference loop).
+backward pass's forward, or the inference loops).
 
 Tolerance: TOL scaled by max(1, max|expected|), plus ten times the
 float64 reference's own change when its float32 inputs and weights are
