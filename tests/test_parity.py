@@ -145,17 +145,25 @@ BLOCK_CASES = pairwise_cases(BLOCK_GRID, seed=5)
     "blocks of projected steps (sequence.run_sequence)",
 )
 def test_parity_grid_in_blocks(case, monkeypatch):
-    calls = []
-    in_blocks = sequence._inference_in_blocks
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return in_blocks(*args, **kwargs)
-
     monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
-    monkeypatch.setattr(sequence, "_inference_in_blocks", spy)
+    calls = _spy(monkeypatch, sequence, "_inference_in_blocks",
+                 lambda *args, **kwargs: 1)
     _check_case(case)
     assert calls, "the blocked loop did not run"
+
+
+def _spy(monkeypatch, module, name, record):
+    """Wraps `module.name` to append `record(*args, **kwargs)` to the
+    returned list at every call."""
+    calls = []
+    function = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(record(*args, **kwargs))
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
 
 
 # The cases that take TensorFlow's inference loop with `return_sequences`,
@@ -176,15 +184,10 @@ SEQUENCE_BLOCK_CASES = pairwise_cases(SEQUENCE_BLOCK_GRID, seed=6)
     "blocks of steps (sequence.SEQUENCE_BLOCK_STEPS)",
 )
 def test_parity_grid_sequence_blocks(case, monkeypatch):
-    calls = []
-    blocks_loop = scan.blocks_loop
-
-    def spy(*args, **kwargs):
-        calls.append(args[3])
-        return blocks_loop(*args, **kwargs)
-
     monkeypatch.setattr(sequence, "SEQUENCE_BLOCK_STEPS", 2)
-    monkeypatch.setattr(scan, "blocks_loop", spy)
+    # The block size of every call.
+    calls = _spy(monkeypatch, scan, "blocks_loop",
+                 lambda *args, **kwargs: args[3])
     _check_case(case)
     assert calls and set(calls) == {2}, "the blocked loop did not run"
 
@@ -206,15 +209,11 @@ GROUP_CASES = pairwise_cases(GROUP_GRID, seed=8)
     "steps (scan.SUB_BLOCK_STEPS)",
 )
 def test_parity_grid_step_groups(case, monkeypatch):
-    calls = []
-    blocks_loop = scan.blocks_loop
-
-    def spy(*args, **kwargs):
-        calls.append((args[3], kwargs.get("reverse", False)))
-        return blocks_loop(*args, **kwargs)
-
     monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
-    monkeypatch.setattr(scan, "blocks_loop", spy)
+    # The group size and direction of every call.
+    calls = _spy(monkeypatch, scan, "blocks_loop",
+                 lambda *args, **kwargs: (args[3],
+                                          kwargs.get("reverse", False)))
     _check_case(case)
     # Forward and backward loops, both in groups of 2 steps.
     assert set(calls) == {(2, False), (2, True)}, calls
