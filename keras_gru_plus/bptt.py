@@ -180,7 +180,7 @@ def gru_states(
             `(time, batch, input_dim)`.
         initial_state: `(batch, units)`.
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h).
-        candidate_bias: `rb_h` `(units,)` or `None`.
+        candidate_bias: `rb_h` `(units,)` (`reset_after=True` only) or `None`.
         activation, recurrent_activation: callables with a known slope.
         reset_after: the formula variant.
         mask: `None` or `(time, batch)` boolean; a masked step keeps the
@@ -210,6 +210,11 @@ def gru_states(
     has_rmask = recurrent_mask is not None
     has_db = reset_after and has_bias
     raw = projection is not None
+    if has_bias and not reset_after:
+        raise ValueError(
+            "gru_states: a candidate bias (rb_h) exists only with "
+            "reset_after=True (recurrence.split_bias gives None otherwise); "
+            "received a candidate bias with reset_after=False.")
     if raw and scan.block_size(x.shape[0]) is None:
         raise ValueError(
             "gru_states projects block by block only over a sequence long "

@@ -248,3 +248,12 @@ def test_masked_non_finite_inputs_leave_gradients_unchanged(
     for d, c in zip(dw_d, dw_c):
         assert np.isfinite(d).all()
         np.testing.assert_allclose(d, c, rtol=1e-6, atol=1e-7)
+
+
+def test_gru_states_rejects_a_candidate_bias_without_reset_after():
+    x = np.zeros((3, 2, 12), "float32")
+    with pytest.raises(ValueError, match="reset_after=False"):
+        bptt.gru_states(
+            x, np.zeros((2, 4), "float32"), np.zeros((4, 12), "float32"),
+            np.zeros((4,), "float32"), keras.activations.tanh,
+            keras.activations.sigmoid, reset_after=False)
