@@ -55,14 +55,9 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
             and not isinstance(init, (tuple, list))
             and n_steps is not None and n_steps >= 2 * SUB_BLOCK_STEPS):
         # Groups of unrolled steps (see `SUB_BLOCK_STEPS`).
-        def run_group(carry, parts):
-            carry, ys = python_loop(step, carry, parts, reverse)
-            return carry, (ys,)
-
-        carry, (ys,) = blocks_loop(run_group, init, xs, SUB_BLOCK_STEPS,
-                                   n_out=1, reverse=reverse, indexed=True,
-                                   parallel=parallel)
-        return carry, ys
+        return unrolled_blocks(step, init, xs, SUB_BLOCK_STEPS,
+                               reverse=reverse, indexed=True,
+                               parallel=parallel)
     if indexed and keras.backend.backend() == "tensorflow":
         def indexed_step(carry, t):
             return step(carry, tuple(x[t] for x in xs))
@@ -228,6 +223,23 @@ def blocks_loop(run_block, init, xs, block, n_out, loop=None, reverse=False,
         if not reverse:
             carry, ys_rest = run_block(carry, rest)
         ys = tuple(ops.concatenate([a, b], 0) for a, b in zip(ys, ys_rest))
+    return carry, ys
+
+
+def unrolled_blocks(step, init, xs, block, reverse=False, **loop_options):
+    """`scan(step, init, xs)` as a loop over blocks of `block` unrolled
+    steps (`blocks_loop`, whose preconditions hold): the loop's own cost
+    per iteration is paid once per block.
+
+    `step(carry, xs_t) -> (carry, y_t)`, with a single tensor as the carry
+    and `y_t` shaped like it. `loop_options` go to the `scan` of blocks.
+    """
+    def run_block(carry, parts):
+        carry, ys = python_loop(step, carry, parts, reverse)
+        return carry, (ys,)
+
+    carry, (ys,) = blocks_loop(run_block, init, xs, block, n_out=1,
+                               reverse=reverse, **loop_options)
     return carry, ys
 
 

@@ -158,10 +158,8 @@ def run_sequence(
 
         if (return_sequences and n_steps is not None
                 and n_steps >= 2 * SEQUENCE_BLOCK_STEPS):
-            h, (states,) = scan.blocks_loop(
-                lambda h, parts: _stacked(
-                    scan.python_loop(projected_step, h, parts)),
-                initial_state, xs, SEQUENCE_BLOCK_STEPS, n_out=1,
+            h, states = scan.unrolled_blocks(
+                projected_step, initial_state, xs, SEQUENCE_BLOCK_STEPS,
                 parallel=PARALLEL_BLOCKS)
         elif return_sequences:
             h, states = scan.scan(projected_step, initial_state, xs,
@@ -254,11 +252,6 @@ def _inference_in_blocks(step, initial_state, x, mask, project,
         (x,) + ((mask,) if mask is not None else ()),
         scan.block_size(x.shape[0]), n_out=int(return_sequences))
     return h, (ys[0] if return_sequences else None)
-
-
-def _stacked(result):
-    """`(carry, ys)` -> `(carry, (ys,))`, as `scan.blocks_loop` takes it."""
-    return result[0], (result[1],)
 
 
 def _masked_outputs(h, states, final_state, mask, zero_output_for_mask):
