@@ -6,8 +6,15 @@ model, and timed interleaved (ours, keras, ours, keras, ...) after a
 warm-up, through the paths users take: compiled `predict_on_batch` and
 `train_on_batch`. The figure reported is the median time of each and the
 ratio ours/keras. On the PyTorch backend, `torch.nn.GRU` (same shapes, same
-thread count) takes its turn in the same alternation. Peak memory of one training step at
-1,000 steps is measured in fresh subprocesses, one per layer.
+thread count, same device) takes its turn in the same alternation. Peak
+memory of one training step at 1,000 steps is measured in fresh
+subprocesses, one per layer: resident memory on CPU, device memory where
+the backend computes on a GPU.
+
+On a GPU the built-in layer takes cuDNN where Keras' backend has it
+(PyTorch, and TensorFlow, without a mask and with `reset_after=True`);
+the report names the GPU, and is written to `bench_<backend>_gpu.json`
+beside the CPU one.
 
 Timings are noisy on small machines: compare the ratios of one run, not
 absolute times across runs.
@@ -83,6 +90,27 @@ def make_data(config, seed=0):
     return x, y
 
 
+def accelerator():
+    """The name of the GPU the backend computes on, or None on CPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        jax = importlib.import_module("jax")
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else device.device_kind
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+        return (torch.cuda.get_device_name(0)
+                if torch.cuda.is_available() else None)
+    if backend == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return details.get("device_name", gpus[0].name)
+    return None
+
+
 def _timer(fn, repeats):
     times = []
     for _ in range(repeats):
@@ -116,15 +144,19 @@ def _torch_anchor(config, mode):
         return None
     torch = importlib.import_module("torch")
 
+    # Keras' PyTorch backend computes on the GPU when there is one; so does
+    # the anchor (cuDNN's GRU there).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     s = _shape(config)
     gru = torch.nn.GRU(s["features"], s["units"], batch_first=True,
-                       bidirectional=bool(config.get("bidirectional")))
+                       bidirectional=bool(config.get("bidirectional")),
+                       device=device)
     head = torch.nn.Linear(s["units"] * (2 if config.get("bidirectional")
-                                         else 1), 1)
+                                         else 1), 1, device=device)
     params = list(gru.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=1e-3)
-    x = torch.randn(s["batch"], s["steps"], s["features"])
-    y = torch.randn(s["batch"], 1)
+    x = torch.randn(s["batch"], s["steps"], s["features"], device=device)
+    y = torch.randn(s["batch"], 1, device=device)
     sequences = config.get("layer", {}).get("return_sequences")
 
     def forward():
@@ -137,12 +169,18 @@ def _torch_anchor(config, mode):
     def predict():
         with torch.no_grad():
             forward()
+        # Keras' predict_on_batch and train_on_batch return host values,
+        # which waits for the device; the anchor waits for it as well.
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     def train():
         optimizer.zero_grad()
         loss = ((forward() - y) ** 2).mean()
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return predict if mode == "predict" else train
 
@@ -175,7 +213,7 @@ def run_config(name, config, repeats=7):
 
 
 _MEMORY_SCRIPT = """
-import json, sys
+import importlib, json, sys
 import keras
 from keras_gru_plus import benchmark
 from keras_gru_plus.gru import GRU
@@ -188,29 +226,63 @@ def status_mb(field):
                 return int(line.split()[1]) / 1024.0
 
 
+def device_mb(key):
+    # Bytes the backend's allocator holds on the GPU (not its pool).
+    backend = keras.backend.backend()
+    if backend == "jax":
+        stats = importlib.import_module("jax").devices()[0].memory_stats()
+        value = stats["peak_bytes_in_use" if key == "peak" else "bytes_in_use"]
+    elif backend == "torch":
+        cuda = importlib.import_module("torch").cuda
+        value = (cuda.max_memory_allocated() if key == "peak"
+                 else cuda.memory_allocated())
+    else:
+        info = importlib.import_module("tensorflow").config.experimental
+        value = info.get_memory_info("GPU:0")[key]
+    return value / 2**20
+
+
 cls = GRU if sys.argv[1] == "ours" else keras.layers.GRU
 config = {"steps": int(sys.argv[2])}
+gpu = benchmark.accelerator() is not None
 model = benchmark.build_model(cls, config)
 x, y = benchmark.make_data(config)
-# A child starts with its parent's ru_maxrss, so the peak is read from
-# VmHWM, reset to the current resident set first (Linux >= 4.0).
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-before = status_mb("VmRSS")
+if gpu:
+    # JAX cannot reset its peak: the peak since start counts the model and
+    # the data as well, alike for both layers.
+    if keras.backend.backend() == "torch":
+        importlib.import_module("torch").cuda.reset_peak_memory_stats()
+    elif keras.backend.backend() == "tensorflow":
+        importlib.import_module(
+            "tensorflow").config.experimental.reset_memory_stats("GPU:0")
+    before = device_mb("current")
+else:
+    # A child starts with its parent's ru_maxrss, so the peak is read from
+    # VmHWM, reset to the current resident set first (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status_mb("VmRSS")
 for _ in range(3):
     model.train_on_batch(x, y)
-peak = status_mb("VmHWM")
-print(json.dumps({"peak_rss_mb": peak, "train_step_mb": peak - before}))
+if gpu:
+    peak = device_mb("peak")
+    print(json.dumps({"peak_device_mb": peak, "train_step_mb": peak - before,
+                      "kind": "GPU memory"}))
+else:
+    peak = status_mb("VmHWM")
+    print(json.dumps({"peak_rss_mb": peak, "train_step_mb": peak - before,
+                      "kind": "RSS"}))
 """
 
 
 def measure_memory(steps=1000):
-    """Peak RSS growth (MB) of training, one fresh process per layer.
+    """Peak memory growth (MB) of training, one fresh process per layer.
 
     From a built model to the end of three training steps (compilation
-    included, for both layers alike): the peak resident memory the
-    training step needs on top of the model and data. Linux only (it reads
-    `/proc/self/status`).
+    included, for both layers alike): the peak memory the training step
+    needs on top of the model and data. On CPU the resident set (Linux
+    only: it reads `/proc/self/status`); on a GPU the device memory the
+    backend's allocator holds.
     """
     out = {}
     for which in ("ours", "keras"):
@@ -237,6 +309,7 @@ def machine_info():
         "cpus": os.cpu_count(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "accelerator": accelerator(),
     }
     if keras.backend.backend() == "torch":
         torch = importlib.import_module("torch")
@@ -246,10 +319,13 @@ def machine_info():
 
 def format_table(report):
     """A Markdown table of one backend's report."""
+    machine = report["machine"]
+    where = (f" on {machine['accelerator']}" if machine.get("accelerator")
+             else "")
     lines = [
-        f"{report['machine']['backend']}: keras {report['machine']['keras']},"
-        f" {report['machine']['cpus']} CPUs, OMP_NUM_THREADS="
-        f"{report['machine']['OMP_NUM_THREADS']}, {report['machine']['date']}",
+        f"{machine['backend']}{where}: keras {machine['keras']},"
+        f" {machine['cpus']} CPUs, OMP_NUM_THREADS="
+        f"{machine['OMP_NUM_THREADS']}, {machine['date']}",
         "",
         "| configuration | mode | ours ms | keras ms | ours/keras |"
         " torch.nn.GRU ms | ours/torch |",
@@ -266,7 +342,8 @@ def format_table(report):
             )
     memory = report.get("memory")
     if memory:
-        lines += ["", f"Training memory at 1,000 steps (peak RSS growth):"
+        kind = memory["ours"].get("kind", "RSS")
+        lines += ["", f"Training memory at 1,000 steps (peak {kind} growth):"
                   f" ours {memory['ours']['train_step_mb']:.0f} MB, keras "
                   f"{memory['keras']['train_step_mb']:.0f} MB, ratio "
                   f"{memory['ratio']:.2f}"]
@@ -287,7 +364,10 @@ def plot(reports, path):
         for i, report in enumerate(reports):
             ratios = [report["configs"][n][mode]["ratio"] for n in names]
             xs = np.arange(len(names)) + i * width
-            ax.bar(xs, ratios, width, label=report["machine"]["backend"])
+            label = report["machine"]["backend"]
+            if report["machine"].get("accelerator"):
+                label += f" ({report['machine']['accelerator']})"
+            ax.bar(xs, ratios, width, label=label)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(0.7, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
@@ -315,14 +395,16 @@ def run(out_dir="benchmarks/results", configs=None, repeats=7, memory=True,
     if memory:
         progress("memory of a training step at 1,000 steps ...")
         report["memory"] = measure_memory()
-    backend = report["machine"]["backend"]
-    path = os.path.join(out_dir, f"bench_{backend}.json")
+    name = report["machine"]["backend"]
+    if report["machine"]["accelerator"]:
+        name += "_gpu"
+    path = os.path.join(out_dir, f"bench_{name}.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     print(format_table(report))
     print(f"wrote {path}")
     try:
-        plot([report], os.path.join(out_dir, f"bench_{backend}.png"))
+        plot([report], os.path.join(out_dir, f"bench_{name}.png"))
     except ImportError:
         print("matplotlib not installed: no plot")
     return report

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The parity self-test and the benchmark on a GPU machine, JAX and PyTorch.
+#
+# Usage, from the repository root: `bash benchmarks/gpu.sh [OUT_DIR]`
+# (default benchmarks/results). Needs Keras and each backend's CUDA build;
+# wheels found in `.whl/` are installed first into /tmp/site, for machines
+# that cannot reach a package index. Each step runs in its own process
+# under a time limit, and its output is kept even when a later step fails:
+#   check.log                      `python -m keras_gru_plus check`, each backend
+#                                  (JAX also at full float32 matmul precision)
+#   bench_<backend>_gpu.json/.png  `python -m keras_gru_plus bench`
+#   gpu.log                        the GPU, the versions, and the bench's progress
+# Then `python benchmarks/report.py --readme README.md` merges the GPU
+# tables into the README's GPU section.
+set -u
+out=${1:-benchmarks/results}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+# JAX would otherwise take 75% of the GPU at start; the memory figures
+# read the allocator's own counters either way.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+log="$out/gpu.log"
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  "$python" -c "import keras, jax, torch; print('keras', keras.__version__, \
+'jax', jax.__version__, jax.devices(), 'torch', torch.__version__, \
+torch.cuda.get_device_name(0))"
+} >"$log" 2>&1
+
+step() {  # step SECONDS LOGFILE command...
+  local limit=$1 file=$2
+  shift 2
+  echo "== $* (limit ${limit}s)" >>"$file"
+  local start=$SECONDS
+  timeout "$limit" "$@" >>"$file" 2>&1
+  echo "== exit $? after $((SECONDS - start)) s" >>"$file"
+}
+
+# ${BENCH_ARGS} (unquoted on purpose) passes options to the bench, e.g.
+# BENCH_ARGS="--configs base --no-memory".
+step 60 "$out/check.log" env KERAS_BACKEND=torch "$python" -m keras_gru_plus check
+step "${BENCH_LIMIT:-170}" "$log" env KERAS_BACKEND=torch \
+  "$python" -m keras_gru_plus bench --out "$out" ${BENCH_ARGS:-}
+step "${BENCH_LIMIT:-170}" "$log" env KERAS_BACKEND=jax \
+  "$python" -m keras_gru_plus bench --out "$out" ${BENCH_ARGS:-}
+step 90 "$out/check.log" env KERAS_BACKEND=jax "$python" -m keras_gru_plus check
+step 90 "$out/check.log" env KERAS_BACKEND=jax \
+  JAX_DEFAULT_MATMUL_PRECISION=highest "$python" -m keras_gru_plus check
+grep -h "configurations,\|== exit" "$out/check.log"
+grep -h "^| \|^torch\|^jax\|== exit\|Training memory" "$log"
