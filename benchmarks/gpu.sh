@@ -6,8 +6,8 @@
 # wheels found in `.whl/` are installed first into /tmp/site, for machines
 # that cannot reach a package index. Each step runs in its own process
 # under a time limit, and its output is kept even when a later step fails:
-#   check.log                      `python -m keras_gru_plus check`, each backend
-#                                  (JAX also at full float32 matmul precision)
+#   check.log                      `python -m keras_gru_plus check`, each backend,
+#                                  with TF32 and with `--full-precision`
 #   bench_<backend>_gpu.json/.png  `python -m keras_gru_plus bench`
 #   gpu.log                        the GPU, the versions, and the bench's progress
 # Then `python benchmarks/report.py --readme README.md` merges the GPU
@@ -30,9 +30,9 @@ fi
 log="$out/gpu.log"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  "$python" -c "import keras, jax, torch; print('keras', keras.__version__, \
-'jax', jax.__version__, jax.devices(), 'torch', torch.__version__, \
-torch.cuda.get_device_name(0))"
+  KERAS_BACKEND=jax "$python" -c "import keras, jax, torch; print('keras', \
+keras.__version__, 'jax', jax.__version__, jax.devices(), 'torch', \
+torch.__version__, torch.cuda.get_device_name(0))"
 } >"$log" 2>&1
 
 step() {  # step SECONDS LOGFILE command...
@@ -47,12 +47,14 @@ step() {  # step SECONDS LOGFILE command...
 # ${BENCH_ARGS} (unquoted on purpose) passes options to the bench, e.g.
 # BENCH_ARGS="--configs base --no-memory".
 step 60 "$out/check.log" env KERAS_BACKEND=torch "$python" -m keras_gru_plus check
+step 60 "$out/check.log" env KERAS_BACKEND=torch \
+  "$python" -m keras_gru_plus check --full-precision
 step "${BENCH_LIMIT:-170}" "$log" env KERAS_BACKEND=torch \
   "$python" -m keras_gru_plus bench --out "$out" ${BENCH_ARGS:-}
 step "${BENCH_LIMIT:-170}" "$log" env KERAS_BACKEND=jax \
   "$python" -m keras_gru_plus bench --out "$out" ${BENCH_ARGS:-}
 step 90 "$out/check.log" env KERAS_BACKEND=jax "$python" -m keras_gru_plus check
 step 90 "$out/check.log" env KERAS_BACKEND=jax \
-  JAX_DEFAULT_MATMUL_PRECISION=highest "$python" -m keras_gru_plus check
+  "$python" -m keras_gru_plus check --full-precision
 grep -h "configurations,\|== exit" "$out/check.log"
 grep -h "^| \|^torch\|^jax\|== exit\|Training memory" "$log"

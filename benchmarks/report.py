@@ -5,6 +5,10 @@ Usage: `python benchmarks/report.py [--readme README.md]` after
 for each backend (`nox -s bench` does both). Writes
 `benchmarks/results/summary.md` and `summary.png`; with `--readme`, replaces
 the part of the README between the `bench:start` and `bench:end` markers.
+
+Reports made on a GPU (`bench_<backend>_gpu.json`, from
+`benchmarks/gpu.sh`) go apart, into `summary_gpu.md`, `summary_gpu.png`
+and the README's `bench-gpu:start`/`bench-gpu:end` block.
 """
 
 import argparse
@@ -34,24 +38,39 @@ def main(argv=None):
     if not reports:
         raise SystemExit(f"no bench_*.json in {args.results}")
     reports.sort(key=lambda r: ORDER.get(r["machine"]["backend"], 9))
+    groups = (
+        ("", "bench", [r for r in reports
+                       if not r["machine"].get("accelerator")]),
+        ("_gpu", "bench-gpu", [r for r in reports
+                               if r["machine"].get("accelerator")]),
+    )
+    for suffix, marker, group in groups:
+        if group:
+            _write(group, args.results, suffix, marker, args.readme)
+
+
+def _write(reports, results, suffix, marker, readme):
+    """summary<suffix>.md/.png, and the README block `marker`."""
     summary = "\n\n".join(benchmark.format_table(r) for r in reports)
-    with open(os.path.join(args.results, "summary.md"), "w") as f:
+    with open(os.path.join(results, f"summary{suffix}.md"), "w") as f:
         f.write(summary + "\n")
-    benchmark.plot(reports, os.path.join(args.results, "summary.png"))
+    benchmark.plot(reports, os.path.join(results, f"summary{suffix}.png"))
     print(summary)
-    if args.readme:
-        with open(args.readme) as f:
-            text = f.read()
-        block = ("<!-- bench:start -->\n" + summary
-                 + "\n\n![ratios](benchmarks/results/summary.png)\n"
-                 "<!-- bench:end -->")
-        text, count = re.subn(r"<!-- bench:start -->.*?<!-- bench:end -->",
-                              lambda _: block, text, flags=re.S)
-        if count != 1:
-            raise SystemExit("README has no bench:start/bench:end markers")
-        with open(args.readme, "w") as f:
-            f.write(text)
-        print(f"updated {args.readme}")
+    if not readme:
+        return
+    with open(readme) as f:
+        text = f.read()
+    block = (f"<!-- {marker}:start -->\n" + summary
+             + f"\n\n![ratios](benchmarks/results/summary{suffix}.png)\n"
+             f"<!-- {marker}:end -->")
+    text, count = re.subn(
+        rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->",
+        lambda _: block, text, flags=re.S)
+    if count != 1:
+        raise SystemExit(f"README has no {marker}:start/{marker}:end markers")
+    with open(readme, "w") as f:
+        f.write(text)
+    print(f"updated {readme} ({marker})")
 
 
 if __name__ == "__main__":

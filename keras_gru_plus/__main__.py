@@ -27,9 +27,12 @@ def main(argv=None):
         "demo", help="train on real digits data, ours beside keras"
     )
     demo.add_argument("--epochs", type=int, default=20)
-    commands.add_parser(
+    check_parser = commands.add_parser(
         "check", help="parity self-test against keras.layers.GRU"
     )
+    check_parser.add_argument(
+        "--full-precision", action="store_true",
+        help="turn TF32 off for float32 matrix products (GPUs)")
     bench = commands.add_parser(
         "bench", help="time ours against keras.layers.GRU"
     )
@@ -51,7 +54,7 @@ def main(argv=None):
     if command == "check":
         from keras_gru_plus import check
 
-        return 1 if check.run() else 0
+        return 1 if check.run(full_precision=args.full_precision) else 0
     if command == "bench":
         from keras_gru_plus import benchmark
 

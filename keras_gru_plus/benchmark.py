@@ -370,6 +370,11 @@ def plot(reports, path):
             ax.bar(xs, ratios, width, label=label)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(0.7, color="grey", linewidth=0.8, linestyle="--")
+        if max(r["configs"][n][mode]["ratio"] for r in reports
+               for n in names) > 3:
+            # Ratios far apart (a GPU against cuDNN): a log scale keeps
+            # the ones near 1 readable.
+            ax.set_yscale("log")
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
         ax.set_xticklabels(names, rotation=35, ha="right")
         ax.set_title(f"{mode}: time ours / keras.layers.GRU (lower is faster)")

@@ -7,8 +7,15 @@ and of the gradients. Gradients are read off one plain SGD step
 training loop, which keeps this module free of backend imports; the
 gradient with respect to the inputs comes from a zero-initialised
 trainable offset added to them.
+
+On a GPU, float32 matrix products may run in TF32 (about 1e-3 relative
+error): JAX does so by default, and cuDNN, which `keras.layers.GRU` takes
+on PyTorch, as well. The two layers then differ by more than the
+tolerance for reasons outside both; `full_precision=True`
+(`check --full-precision`) turns TF32 off for the whole process.
 """
 
+import importlib
 import itertools
 
 import keras
@@ -118,14 +125,46 @@ def _skip_reason(kwargs, mask_kind):
     return None
 
 
-def run(verbose=True):
-    """Prints the table; returns the number of configurations over tolerance."""
+def use_full_precision():
+    """Turns TF32 off for the float32 matrix products of this process."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        importlib.import_module("jax").config.update(
+            "jax_default_matmul_precision", "highest")
+    elif backend == "torch":
+        torch = importlib.import_module("torch")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif backend == "tensorflow":
+        importlib.import_module(
+            "tensorflow").config.experimental.enable_tensor_float_32_execution(
+            False)
+
+
+def run(verbose=True, full_precision=False):
+    """Prints the table; returns the number of configurations over tolerance.
+
+    Args:
+        verbose: print the table.
+        full_precision: turn TF32 off first (`use_full_precision`); only
+            GPUs use it.
+    """
+    if full_precision:
+        use_full_precision()
     failures = 0
     rows = list(configurations())
     header = f"{'configuration':<80} {'max|d out|':>11} {'max|d grad|':>12}  ok"
     if verbose:
-        print(f"keras_gru_plus check on {keras.backend.backend()}, "
-              f"keras {keras.__version__}, tolerance {TOLERANCE:g}")
+        from keras_gru_plus import benchmark
+
+        gpu = benchmark.accelerator()
+        print(f"keras_gru_plus check on {keras.backend.backend()}"
+              + (f" ({gpu})" if gpu else "")
+              + f", keras {keras.__version__}, tolerance {TOLERANCE:g}"
+              + (", TF32 off" if full_precision else ""))
+        if gpu and not full_precision:
+            print("On a GPU float32 products may run in TF32 (about 1e-3 "
+                  "relative); --full-precision turns it off.")
         print(header)
         print("-" * len(header))
     for index, (kwargs, mask_kind) in enumerate(rows, 1):

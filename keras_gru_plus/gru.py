@@ -269,6 +269,10 @@ class GRU(keras.Layer):
             raise ValueError(
                 _UNROLL_NEEDS_TIME.format(shape=tuple(inputs.shape))
             )
+        # On the backend's device: on PyTorch a tensor passed from the CPU
+        # to a layer on a GPU moves there (keras.layers.GRU's first op
+        # moves it too); elsewhere this changes nothing.
+        inputs = ops.convert_to_tensor(inputs)
         if not keras.backend.is_float_dtype(inputs.dtype):
             # Integer and boolean inputs are computed in the float dtype.
             inputs = ops.cast(inputs, self.compute_dtype)
@@ -276,6 +280,7 @@ class GRU(keras.Layer):
             mask = mask[0]
         if mask is not None:
             validation.check_mask(mask, batch, time, self.time_major)
+            mask = ops.convert_to_tensor(mask)
         if self.stateful and batch is not None:
             if batch != self._expected_batch_size:
                 raise ValueError(
@@ -285,9 +290,9 @@ class GRU(keras.Layer):
                 )
         dynamic_batch = ops.shape(inputs)[1 if self.time_major else 0]
         if initial_state is not None:
-            h0 = validation.check_initial_state(
+            h0 = ops.convert_to_tensor(validation.check_initial_state(
                 initial_state, batch, self.cell.units
-            )
+            ))
         elif self.stateful:
             # A copy, so that assigning the new state later leaves the
             # autograd graph of this call intact on PyTorch.

@@ -158,6 +158,8 @@ def outputs_and_gradients(layer, x, call_kwargs, probe_values):
     if BACKEND == "torch":
         import torch
 
+        # A CPU tensor: on a GPU this also checks that the layer moves its
+        # inputs to its own device, as keras.layers.GRU does.
         xv = torch.tensor(x, requires_grad=True)
         for v in layer.trainable_variables:
             v.value.grad = None
@@ -166,7 +168,7 @@ def outputs_and_gradients(layer, x, call_kwargs, probe_values):
         loss.backward()
         return (
             [to_numpy(o.detach()) for o in outs],
-            xv.grad.numpy(),
-            [v.value.grad.numpy() for v in layer.trainable_variables],
+            to_numpy(xv.grad),
+            [to_numpy(v.value.grad) for v in layer.trainable_variables],
         )
     raise NotImplementedError(BACKEND)

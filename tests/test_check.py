@@ -33,3 +33,40 @@ def test_main_runs_check(monkeypatch, capsys):
     assert __main__.main(["check"]) == 0
     out = capsys.readouterr().out
     assert keras.backend.backend() in out and "0 over tolerance" in out
+
+
+def test_full_precision_turns_tf32_off():
+    """`check --full-precision`: float32 matrix products in float32 on a
+    GPU (the flags are process-wide; each is put back afterwards)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        before = jax.config.jax_default_matmul_precision
+        try:
+            check.use_full_precision()
+            assert jax.config.jax_default_matmul_precision == "highest"
+        finally:
+            jax.config.update("jax_default_matmul_precision", before)
+    elif backend == "torch":
+        import torch
+
+        before = (torch.backends.cuda.matmul.allow_tf32,
+                  torch.backends.cudnn.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = True
+        try:
+            check.use_full_precision()
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        finally:
+            (torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32) = before
+    else:
+        import tensorflow as tf
+
+        before = tf.config.experimental.tensor_float_32_execution_enabled()
+        try:
+            check.use_full_precision()
+            assert not tf.config.experimental.tensor_float_32_execution_enabled()
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(before)

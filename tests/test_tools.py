@@ -39,7 +39,9 @@ def test_benchmark_writes_table_json_and_plot(tmp_path, monkeypatch):
                            configs=["base", "masked", "bidirectional"],
                            repeats=1, memory=False, progress=lambda m: None)
     backend = keras.backend.backend()
-    with open(tmp_path / f"bench_{backend}.json") as f:
+    # (a GPU's report is named apart from the CPU one)
+    stem = backend + ("_gpu" if benchmark.accelerator() else "")
+    with open(tmp_path / f"bench_{stem}.json") as f:
         saved = json.load(f)
     assert saved["machine"]["backend"] == backend
     assert "OMP_NUM_THREADS" in saved["machine"]
@@ -49,7 +51,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path, monkeypatch):
             assert entry["ours_ms"] > 0 and entry["keras_ms"] > 0
             assert entry["ratio"] == pytest.approx(
                 entry["ours_ms"] / entry["keras_ms"])
-    assert (tmp_path / f"bench_{backend}.png").stat().st_size > 1000
+    assert (tmp_path / f"bench_{stem}.png").stat().st_size > 1000
     table = benchmark.format_table(report)
     assert "| base | predict |" in table
 
@@ -74,3 +76,49 @@ def test_report_merges_results_into_the_readme(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.count("| base | predict |") == 2
     assert (results / "summary.png").exists()
+
+
+def _report(backend, accelerator=None):
+    entry = {"ours_ms": 1.0, "keras_ms": 2.0, "ratio": 0.5}
+    machine = {"backend": backend, "keras": "3", "cpus": 2,
+               "OMP_NUM_THREADS": "1", "date": "today"}
+    if accelerator:
+        machine["accelerator"] = accelerator
+    return {"machine": machine,
+            "configs": {"base": {"predict": entry, "train": entry}}}
+
+
+def test_report_puts_gpu_results_in_their_own_block(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot needs matplotlib, "
+                        "not installed here")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "bench_jax.json").write_text(json.dumps(_report("jax")))
+    (results / "bench_jax_gpu.json").write_text(
+        json.dumps(_report("jax", "Some GPU")))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:start -->\nold\n<!-- bench:end -->\n"
+                      "<!-- bench-gpu:start -->\nold\n<!-- bench-gpu:end -->\n")
+    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks",
+                                                 "report.py"),
+                    "--results", str(results), "--readme", str(readme)],
+                   check=True, capture_output=True, timeout=300)
+    cpu_block, gpu_block = readme.read_text().split("<!-- bench-gpu:start")
+    assert "old" not in cpu_block + gpu_block
+    assert "jax: keras 3, 2 CPUs" in cpu_block and "GPU" not in cpu_block
+    assert "jax on Some GPU: keras 3" in gpu_block
+    assert "summary_gpu.png" in gpu_block
+    assert (results / "summary_gpu.png").exists()
+    assert "Some GPU" not in (results / "summary.md").read_text()
+
+
+def test_table_names_the_memory_it_measured():
+    report = _report("torch", "Some GPU")
+    report["memory"] = {"ours": {"train_step_mb": 10.0, "kind": "GPU memory"},
+                        "keras": {"train_step_mb": 40.0,
+                                  "kind": "GPU memory"},
+                        "ratio": 0.25}
+    table = benchmark.format_table(report)
+    assert table.startswith("torch on Some GPU:")
+    assert ("(peak GPU memory growth): ours 10 MB, keras 40 MB, ratio 0.25"
+            in table)

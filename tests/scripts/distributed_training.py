@@ -11,6 +11,9 @@ import json
 import os
 
 os.environ["KERAS_BACKEND"] = "jax"
+# The single-device run on a CPU device too, so that both runs compute in
+# float32 (a GPU's default matmul precision in JAX is TF32).
+os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=2")
 
