@@ -10,8 +10,12 @@
 #                                  with TF32 and with `--full-precision`
 #   bench_<backend>_gpu.json/.png  `python -m keras_gru_plus bench`
 #   gpu.log                        the GPU, the versions, and the bench's progress
-# Then `python benchmarks/report.py --readme README.md` merges the GPU
-# tables into the README's GPU section.
+# Then `python benchmarks/report.py --results OUT_DIR --readme README.md`
+# merges the GPU tables into the README's GPU section. The exit status is
+# the number of steps that failed: a benchmark, or a check with TF32 off
+# (with TF32 on, a check over 1e-5 is expected and only reported).
+# BENCH_ARGS passes options to the benchmark, quoted as in the shell, e.g.
+# BENCH_ARGS='--configs base "dropout 0.1" --no-memory'.
 set -u
 out=${1:-benchmarks/results}
 mkdir -p "$out"
@@ -23,11 +27,13 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$python" -m pip install -q --no-index --no-deps --no-compile \
     --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
-  export PYTHONPATH=$PWD
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
+eval "bench_args=(${BENCH_ARGS:-})"
 log="$out/gpu.log"
+: >"$out/check.log"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   KERAS_BACKEND=jax "$python" -c "import keras, jax, torch; print('keras', \
@@ -41,20 +47,27 @@ step() {  # step SECONDS LOGFILE command...
   echo "== $* (limit ${limit}s)" >>"$file"
   local start=$SECONDS
   timeout "$limit" "$@" >>"$file" 2>&1
-  echo "== exit $? after $((SECONDS - start)) s" >>"$file"
+  local rc=$?
+  echo "== exit $rc after $((SECONDS - start)) s" >>"$file"
+  return $rc
 }
 
-# ${BENCH_ARGS} (unquoted on purpose) passes options to the bench, e.g.
-# BENCH_ARGS="--configs base --no-memory".
-step 60 "$out/check.log" env KERAS_BACKEND=torch "$python" -m keras_gru_plus check
+failed=0
 step 60 "$out/check.log" env KERAS_BACKEND=torch \
-  "$python" -m keras_gru_plus check --full-precision
+  "$python" -m keras_gru_plus check || true
+step 60 "$out/check.log" env KERAS_BACKEND=torch \
+  "$python" -m keras_gru_plus check --full-precision || failed=$((failed + 1))
 step "${BENCH_LIMIT:-170}" "$log" env KERAS_BACKEND=torch \
-  "$python" -m keras_gru_plus bench --out "$out" ${BENCH_ARGS:-}
+  "$python" -m keras_gru_plus bench --out "$out" "${bench_args[@]}" \
+  || failed=$((failed + 1))
 step "${BENCH_LIMIT:-170}" "$log" env KERAS_BACKEND=jax \
-  "$python" -m keras_gru_plus bench --out "$out" ${BENCH_ARGS:-}
-step 90 "$out/check.log" env KERAS_BACKEND=jax "$python" -m keras_gru_plus check
+  "$python" -m keras_gru_plus bench --out "$out" "${bench_args[@]}" \
+  || failed=$((failed + 1))
 step 90 "$out/check.log" env KERAS_BACKEND=jax \
-  "$python" -m keras_gru_plus check --full-precision
+  "$python" -m keras_gru_plus check || true
+step 90 "$out/check.log" env KERAS_BACKEND=jax \
+  "$python" -m keras_gru_plus check --full-precision || failed=$((failed + 1))
 grep -h "configurations,\|== exit" "$out/check.log"
 grep -h "^| \|^torch\|^jax\|== exit\|Training memory" "$log"
+echo "$failed step(s) failed"
+exit "$failed"

@@ -12,9 +12,12 @@ subprocesses, one per layer: resident memory on CPU, device memory where
 the backend computes on a GPU.
 
 On a GPU the built-in layer takes cuDNN where Keras' backend has it
-(PyTorch, and TensorFlow, without a mask and with `reset_after=True`);
-the report names the GPU, and is written to `bench_<backend>_gpu.json`
-beside the CPU one.
+(PyTorch: no mask, `reset_after=True`, no recurrent dropout; TensorFlow
+also with right-padded masks); the report names the GPU, and is written
+to `bench_<backend>_gpu.json` beside the CPU one. `torch.nn.GRU` there
+reads its batch from the device, while Keras' `*_on_batch` copy theirs
+from NumPy at every call (8 MB at 1,000 steps), which the anchor's times
+leave out.
 
 Timings are noisy on small machines: compare the ratios of one run, not
 absolute times across runs.
@@ -98,9 +101,10 @@ def accelerator():
         device = jax.devices()[0]
         return None if device.platform == "cpu" else device.device_kind
     if backend == "torch":
-        torch = importlib.import_module("torch")
-        return (torch.cuda.get_device_name(0)
-                if torch.cuda.is_available() else None)
+        device = _torch_device()
+        if device.type != "cuda":
+            return None
+        return importlib.import_module("torch").cuda.get_device_name(device)
     if backend == "tensorflow":
         tf = importlib.import_module("tensorflow")
         gpus = tf.config.list_physical_devices("GPU")
@@ -109,6 +113,12 @@ def accelerator():
         details = tf.config.experimental.get_device_details(gpus[0])
         return details.get("device_name", gpus[0].name)
     return None
+
+
+def _torch_device():
+    """The device Keras' PyTorch backend computes on (its tensors' device:
+    CUDA when there is one, unless `KERAS_TORCH_DEVICE` says otherwise)."""
+    return keras.ops.convert_to_tensor(0.0).device
 
 
 def _timer(fn, repeats):
@@ -144,9 +154,8 @@ def _torch_anchor(config, mode):
         return None
     torch = importlib.import_module("torch")
 
-    # Keras' PyTorch backend computes on the GPU when there is one; so does
-    # the anchor (cuDNN's GRU there).
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # The anchor computes where Keras does (cuDNN's GRU on a GPU).
+    device = _torch_device().type
     s = _shape(config)
     gru = torch.nn.GRU(s["features"], s["units"], batch_first=True,
                        bidirectional=bool(config.get("bidirectional")),
@@ -248,8 +257,8 @@ gpu = benchmark.accelerator() is not None
 model = benchmark.build_model(cls, config)
 x, y = benchmark.make_data(config)
 if gpu:
-    # JAX cannot reset its peak: the peak since start counts the model and
-    # the data as well, alike for both layers.
+    # JAX cannot reset its peak: the peak since start also counts what was
+    # on the device before (the weights), alike for both layers.
     if keras.backend.backend() == "torch":
         importlib.import_module("torch").cuda.reset_peak_memory_stats()
     elif keras.backend.backend() == "tensorflow":

@@ -53,6 +53,7 @@ def test_full_precision_turns_tf32_off():
 
         before = (torch.backends.cuda.matmul.allow_tf32,
                   torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         try:
             check.use_full_precision()
@@ -70,3 +71,14 @@ def test_full_precision_turns_tf32_off():
             assert not tf.config.experimental.tensor_float_32_execution_enabled()
         finally:
             tf.config.experimental.enable_tensor_float_32_execution(before)
+
+
+def test_main_passes_full_precision(monkeypatch):
+    calls = []
+    monkeypatch.setattr(check, "run", lambda full_precision=False: calls.append(
+        full_precision) or 0)
+    from keras_gru_plus import __main__
+
+    assert __main__.main(["check", "--full-precision"]) == 0
+    assert __main__.main(["check"]) == 0
+    assert calls == [True, False]
