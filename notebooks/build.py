@@ -248,7 +248,9 @@ PARITY_SPEED = [
 self-test grid of `python -m keras_gru_plus check`, on this notebook's
 backend. **Speed**: the ratios ours / keras.layers.GRU measured by the
 benchmark on each backend (`benchmarks/results/bench_<backend>.json`, written
-by `python -m keras_gru_plus bench` or `nox -s bench`).
+by `python -m keras_gru_plus bench` or `nox -s bench`), and on a GPU where
+one was measured (`bench_<backend>_gpu.json`, from `benchmarks/gpu.sh`),
+plotted apart: there the built-in layer takes cuDNN on PyTorch.
 """),
     code("""
 import os, glob, json
@@ -279,15 +281,21 @@ ax.set_yscale("log"); ax.set_xlabel("configuration #")
 ax.set_ylabel("max |ours - keras|"); ax.legend(); plt.show()
 """),
     code("""
+from IPython.display import Image, display
+
 paths = sorted(glob.glob(os.path.join("..", "benchmarks", "results", "bench_*.json")))
 reports = [json.load(open(p)) for p in paths]
-print("results found for:", [r["machine"]["backend"] for r in reports])
-if reports:
-    benchmark.plot(reports, "speed.png")
-    from IPython.display import Image, display
-    display(Image("speed.png"))
-    for r in reports:
-        print(benchmark.format_table(r)); print()
+for title, group, png in (
+        ("CPU", [r for r in reports if not r["machine"].get("accelerator")],
+         "speed.png"),
+        ("GPU", [r for r in reports if r["machine"].get("accelerator")],
+         "speed_gpu.png")):
+    print(f"{title}: results found for", [r["machine"]["backend"] for r in group])
+    if group:
+        benchmark.plot(group, png)
+        display(Image(png))
+        for r in group:
+            print(benchmark.format_table(r)); print()
 """),
 ]
 
