@@ -38,13 +38,9 @@ def main(argv=None):
     if not reports:
         raise SystemExit(f"no bench_*.json in {args.results}")
     reports.sort(key=lambda r: ORDER.get(r["machine"]["backend"], 9))
-    groups = (
-        ("", "bench", [r for r in reports
-                       if not r["machine"].get("accelerator")]),
-        ("_gpu", "bench-gpu", [r for r in reports
-                               if r["machine"].get("accelerator")]),
-    )
-    for suffix, marker, group in groups:
+    cpu, gpu = benchmark.by_device(reports)
+    for suffix, marker, group in (("", "bench", cpu),
+                                  ("_gpu", "bench-gpu", gpu)):
         if group:
             _write(group, args.results, suffix, marker, args.readme)
 

@@ -115,6 +115,13 @@ def accelerator():
     return None
 
 
+def by_device(reports):
+    """`(cpu_reports, gpu_reports)`: reports made on a CPU and on a GPU
+    (their `machine` names an accelerator), each in the order given."""
+    return ([r for r in reports if not r["machine"].get("accelerator")],
+            [r for r in reports if r["machine"].get("accelerator")])
+
+
 def _torch_device():
     """The device Keras' PyTorch backend computes on (its tensors' device:
     CUDA when there is one, unless `KERAS_TORCH_DEVICE` says otherwise)."""

@@ -285,11 +285,9 @@ from IPython.display import Image, display
 
 paths = sorted(glob.glob(os.path.join("..", "benchmarks", "results", "bench_*.json")))
 reports = [json.load(open(p)) for p in paths]
-for title, group, png in (
-        ("CPU", [r for r in reports if not r["machine"].get("accelerator")],
-         "speed.png"),
-        ("GPU", [r for r in reports if r["machine"].get("accelerator")],
-         "speed_gpu.png")):
+cpu, gpu = benchmark.by_device(reports)
+for title, group, png in (("CPU", cpu, "speed.png"),
+                          ("GPU", gpu, "speed_gpu.png")):
     print(f"{title}: results found for", [r["machine"]["backend"] for r in group])
     if group:
         benchmark.plot(group, png)
