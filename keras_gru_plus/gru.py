@@ -331,21 +331,16 @@ class GRU(keras.Layer):
             if mask is not None:
                 mask = ops.flip(mask, axis=0)
 
+        weights = recurrence.GRUWeights(
+            kernel, recurrent_kernel, projection_bias, candidate_bias,
+            input_masks, recurrent_masks,
+        )
         last_output, outputs, state = sequence_module.run_sequence(
-            sequence,
-            h0,
-            recurrent_kernel,
-            candidate_bias,
-            cell.activation,
-            cell.recurrent_activation,
-            cell.reset_after,
-            mask=mask,
-            recurrent_masks=recurrent_masks,
+            sequence, h0, weights, cell.spec, mask=mask,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
             unroll=self.unroll,
-            inference=not training,
-            projection=(kernel, projection_bias, input_masks),
+            training=bool(training),
         )
 
         if self.stateful:

@@ -163,6 +163,13 @@ class GRUCell(keras.Layer):
         """Masks drawn per dropout kind: one per gate with implementation 1."""
         return 3 if self.implementation == 1 else 1
 
+    @property
+    def spec(self):
+        """The `recurrence.GRUSpec` of the cell: units, activations,
+        `reset_after`."""
+        return recurrence.GRUSpec(self.units, self.activation,
+                                  self.recurrent_activation, self.reset_after)
+
     def build(self, input_shape):
         input_dim = input_shape[-1]
         if input_dim is None:
@@ -216,14 +223,8 @@ class GRUCell(keras.Layer):
             inputs, self.kernel, projection_bias, self.units, input_masks
         )
         h = recurrence.gru_step(
-            h_tm1,
-            projected,
-            self.recurrent_kernel,
-            candidate_bias,
-            self.activation,
-            self.recurrent_activation,
-            self.reset_after,
-            recurrent_masks,
+            h_tm1, projected, self.recurrent_kernel, candidate_bias,
+            self.spec, recurrent_masks,
         )
         return h, ([h] if nested else h)
 

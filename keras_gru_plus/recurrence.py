@@ -27,9 +27,49 @@ biases of z and r are added to it there too (they are outside the reset
 gate), so a step adds only `rb_h`, which the reset gate multiplies.
 """
 
-import keras
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+
 from keras import activations
 from keras import ops
+
+
+class GRUSpec(NamedTuple):
+    """What a step needs besides its tensors.
+
+    Attributes:
+        units: number of units.
+        activation: the candidate's activation (a callable).
+        recurrent_activation: the gates' activation (a callable).
+        reset_after: the formula variant (see the module docstring).
+    """
+
+    units: int
+    activation: Callable
+    recurrent_activation: Callable
+    reset_after: bool
+
+
+class GRUWeights(NamedTuple):
+    """The tensors of one call of the recurrence, read once before the loop.
+
+    Attributes:
+        kernel: `W`, `(input_dim, 3 * units)`, gates (z, r, h).
+        recurrent_kernel: `R`, `(units, 3 * units)`, gates (z, r, h).
+        projection_bias: `(3 * units,)` from `split_bias`, or `None`.
+        candidate_bias: `rb_h` `(units,)` from `split_bias`, or `None`.
+        input_masks: `None`, or a tuple of one `(batch, input_dim)` dropout
+            mask shared by the gates, or three, one per gate (z, r, h).
+        recurrent_masks: the same for the state, `(batch, units)` each.
+    """
+
+    kernel: Any
+    recurrent_kernel: Any
+    projection_bias: Any = None
+    candidate_bias: Any = None
+    input_masks: Any = None
+    recurrent_masks: Any = None
 
 # Activations known to act elementwise: z and r then go through one call on
 # a `(batch, 2 * units)` tensor. Any other is applied to each gate apart.
@@ -115,17 +155,8 @@ def _gates_zr(pre, units, recurrent_activation):
             recurrent_activation(pre[..., units:]))
 
 
-def gate_values(
-    h_in,
-    x,
-    recurrent_kernel,
-    candidate_bias,
-    activation,
-    recurrent_activation,
-    reset_after,
-    recurrent_masks=None,
-    h_tm1=None,
-):
+def gate_values(h_in, x, recurrent_kernel, candidate_bias, spec,
+                recurrent_masks=None, h_tm1=None):
     """z, r, the candidate and its recurrent term, for any leading shape.
 
     Args:
@@ -133,12 +164,11 @@ def gate_values(
             when one recurrent mask is used), `(..., units)`.
         x: packed projected inputs `(..., 3 * units)` from
             `project_inputs`, or the same split per gate `(x_z, x_r, x_h)`
-            (see `split_layout`).
+            (see `policy.BackendPolicy.split_gates`).
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h), or the
             pair `(R_zr, R_h)` from `kernel_parts`.
         candidate_bias: `rb_h` `(units,)` or `None`.
-        activation, recurrent_activation: callables.
-        reset_after: the formula variant; see the module docstring.
+        spec: the `GRUSpec` (activations, `reset_after`).
         recurrent_masks: `None` or one mask (already applied to `h_in`),
             or three masks, one per gate, applied to `h_tm1` here.
         h_tm1: the undropped state, needed with three masks.
@@ -147,18 +177,15 @@ def gate_values(
         `(z, r, hh, rec_h)`: `rec_h` is `h R_h + rb_h` (`reset_after=True`)
         or `None`.
     """
-    if isinstance(recurrent_kernel, tuple):
-        units = recurrent_kernel[1].shape[0]
-    else:
-        units = recurrent_kernel.shape[0]
+    units, reset_after = spec.units, spec.reset_after
 
     def parts():
         if isinstance(recurrent_kernel, tuple):
             return recurrent_kernel
         return kernel_parts(recurrent_kernel, False)
 
-    activation = direct(activation)
-    recurrent_activation = direct(recurrent_activation)
+    activation = direct(spec.activation)
+    recurrent_activation = direct(spec.recurrent_activation)
     if recurrent_masks is not None and len(recurrent_masks) == 3:
         # One mask per gate (`implementation=1`): no fused matmul.
         h_z, h_r, h_c = (h_tm1 * m for m in recurrent_masks)
@@ -196,17 +223,10 @@ def gate_values(
     return z, r, hh, rec_h
 
 
-def gru_step(
-    h_tm1,
-    x,
-    recurrent_kernel,
-    candidate_bias,
-    activation,
-    recurrent_activation,
-    reset_after,
-    recurrent_masks=None,
-):
-    """One GRU step from the packed projected inputs `x` `(batch, 3 * units)`.
+def gru_step(h_tm1, x, recurrent_kernel, candidate_bias, spec,
+             recurrent_masks=None):
+    """One GRU step from the projected inputs `x` `(batch, 3 * units)` (or
+    split per gate), as `gate_values` takes them.
 
     Recurrent dropout masks multiply the state entering the recurrent
     matmul only; the interpolation uses the undropped `h_tm1`, as in Keras.
@@ -217,10 +237,8 @@ def gru_step(
     h_in = h_tm1
     if recurrent_masks is not None and len(recurrent_masks) == 1:
         h_in = h_tm1 * recurrent_masks[0]
-    z, _, hh, _ = gate_values(
-        h_in, x, recurrent_kernel, candidate_bias, activation,
-        recurrent_activation, reset_after, recurrent_masks, h_tm1,
-    )
+    z, _, hh, _ = gate_values(h_in, x, recurrent_kernel, candidate_bias,
+                              spec, recurrent_masks, h_tm1)
     # Previous state and candidate mixed by the update gate:
     # z * h + (1 - z) * hh, written with one product.
     return hh + z * (h_tm1 - hh)
@@ -239,17 +257,6 @@ def kernel_parts(recurrent_kernel, reset_after):
         return recurrent_kernel
     units = recurrent_kernel.shape[0]
     return (recurrent_kernel[:, : 2 * units], recurrent_kernel[:, 2 * units :])
-
-
-def split_layout():
-    """Whether the loops should take the projection split per gate.
-
-    On XLA:CPU (JAX) a step that slices one packed `(batch, 3 * units)`
-    input runs about 2.5 times slower than one that reads three separate
-    arrays; on TensorFlow and PyTorch the packed layout is faster (one
-    read and fewer ops per step).
-    """
-    return keras.backend.backend() == "jax"
 
 
 def split_gates(x, units):

@@ -33,7 +33,7 @@ def test_public_api():
 # The layer and its math: keras.ops only, no backend import anywhere.
 LAYER_MATH = {"gru.py", "gru_cell.py", "recurrence.py", "sequence.py",
               "swap_batch_time.py",
-              "bptt.py", "scan.py",
+              "bptt.py", "scan.py", "policy.py",
               "validation.py", "__init__.py"}
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import keras_gru_plus
-from keras_gru_plus import scan
 from tests.helpers import BACKEND
 
 
@@ -21,15 +20,15 @@ def _installed(*names):
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-def _use_blocks(blocks, monkeypatch):
+def _use_blocks(blocks, resize):
     """Both layers' inference loops in blocks of 3 steps (of 7), the loops
     that long sequences take (but on TensorFlow, whose inference loops
     project each step and take no blocks of projected steps)."""
     if blocks and BACKEND == "tensorflow":
         pytest.skip("TensorFlow's inference loops take no blocks of "
-                    "projected steps (sequence.run_sequence)")
+                    "projected steps (policy: project_in_step)")
     if blocks:
-        monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
+        resize(block_steps=3)
 
 
 def _model(unroll=False):
@@ -51,10 +50,10 @@ def _model(unroll=False):
                     reason="the SavedModel export needs tensorflow, not "
                     "installed in this environment")
 @pytest.mark.parametrize("blocks", [False, True])
-def test_tf_saved_model_export(tmp_path, blocks, monkeypatch):
+def test_tf_saved_model_export(tmp_path, blocks, resize):
     import tensorflow as tf
 
-    _use_blocks(blocks, monkeypatch)
+    _use_blocks(blocks, resize)
     model, x = _model()
     expected = model.predict(x, verbose=0)
     path = str(tmp_path / "saved")
@@ -69,7 +68,7 @@ def test_tf_saved_model_export(tmp_path, blocks, monkeypatch):
                     "installed in this environment")
 @pytest.mark.parametrize("unroll", [False, True])
 @pytest.mark.parametrize("blocks", [False, True])
-def test_onnx_export(tmp_path, unroll, blocks, monkeypatch):
+def test_onnx_export(tmp_path, unroll, blocks, resize):
     converter = {"tensorflow": "tf2onnx", "jax": "jax2onnx",
                  "torch": "onnxscript"}[BACKEND]
     if not _installed(converter):
@@ -81,7 +80,7 @@ def test_onnx_export(tmp_path, unroll, blocks, monkeypatch):
                     "layer); unroll=True or the PyTorch backend export it")
     import onnxruntime
 
-    _use_blocks(blocks, monkeypatch)
+    _use_blocks(blocks, resize)
     model, x = _model(unroll)
     expected = model.predict(x, verbose=0)
     path = str(tmp_path / "model.onnx")

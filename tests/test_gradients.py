@@ -12,7 +12,7 @@ import pytest
 
 import keras_gru_plus
 from keras_gru_plus import bptt
-from keras_gru_plus import scan
+from keras_gru_plus import recurrence
 from tests import reference
 from tests.helpers import BACKEND
 from tests.helpers import mask_of
@@ -67,20 +67,11 @@ def _unflatten(params, shapes):
     dict(reset_after=False, masked=True, dropout=True,
          recurrent_dropout=True, short_blocks=2),
 ])
-def test_gradients_match_finite_differences(case, monkeypatch):
-    projected_in_blocks = []
+def test_gradients_match_finite_differences(case, resize, plans):
     if case.get("blocks"):
-        monkeypatch.setattr(scan, "BLOCK_STEPS", case["blocks"])
+        resize(block_steps=case["blocks"])
     if case.get("short_blocks"):
-        monkeypatch.setattr(scan, "SHORT_BLOCK_STEPS", case["short_blocks"])
-    if case.get("blocks") or case.get("short_blocks"):
-        gru_states = bptt.gru_states
-
-        def spy(*args, projection=None, **kwargs):
-            projected_in_blocks.append(projection is not None)
-            return gru_states(*args, projection=projection, **kwargs)
-
-        monkeypatch.setattr(bptt, "gru_states", spy)
+        resize(short_block_steps=case["short_blocks"])
     rng = np.random.default_rng(0)
     activation = case.get("activation", "tanh")
     recurrent_activation = case.get("recurrent_activation", "sigmoid")
@@ -139,11 +130,14 @@ def test_gradients_match_finite_differences(case, monkeypatch):
                       - _loss(params - step, shapes, probe, kwargs)) / (2 * EPS)
     analytic = np.concatenate([dx.ravel()] + [g.ravel() for g in dw])
     np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=2e-4)
+    # The backward pass that ran, and its blocks (every blocked plan
+    # projects its inputs block by block, one dropout mask per gate too).
+    bptt_blocks = [p.block for p in plans if p.runner == "bptt"]
     if case.get("blocks"):
-        per_gate_masks = case.get("dropout") and case.get("implementation")
-        assert projected_in_blocks == [not per_gate_masks]
+        assert bptt_blocks == [case["blocks"]]
     if case.get("short_blocks"):
-        assert projected_in_blocks == [BACKEND != "jax"]
+        assert bptt_blocks == [case["short_blocks"] if BACKEND != "jax"
+                               else None]
 
 
 @pytest.mark.parametrize("blocks", ["long", "short", "long_groups",
@@ -155,23 +149,22 @@ def test_gradients_match_finite_differences(case, monkeypatch):
     dict(reset_after=True, use_bias=False, mask="right"),
     dict(reset_after=False, mask="right", return_sequences=False),
 ])
-def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
+def test_blocked_backward_matches_keras(kwargs, steps, blocks, resize):
     # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
     # and a one-step block run first. "long": the blocks of long sequences
     # (a `scan` of blocks but on PyTorch, recomputing the gates); "short":
     # the blocks of shorter sequences on PyTorch (keeping the gates) and
     # TensorFlow (a Python loop of blocks). "_groups": blocks of 4 steps
     # (two blocks and a rest of 1 or 2 steps), whose loops go over groups of
-    # 2 unrolled steps on TensorFlow (scan.SUB_BLOCK_STEPS).
+    # 2 unrolled steps on TensorFlow (policy: step_groups).
     if blocks.startswith("short") and BACKEND == "jax":
         pytest.skip("JAX takes no blocks over short sequences "
-                    "(scan.SHORT_BLOCK_STEPS)")
+                    "(policy: short_block_steps is None)")
     groups = blocks.endswith("_groups")
-    monkeypatch.setattr(
-        scan, "SHORT_BLOCK_STEPS" if blocks.startswith("short")
-        else "BLOCK_STEPS", 4 if groups else 3)
+    resize(**{"short_block_steps" if blocks.startswith("short")
+              else "block_steps": 4 if groups else 3})
     if groups:
-        monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
+        resize(step_groups=2)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
@@ -189,11 +182,11 @@ def test_blocked_backward_matches_keras(kwargs, steps, blocks, monkeypatch):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_blocked_training_step_matches_keras(monkeypatch):
+def test_blocked_training_step_matches_keras(resize):
     # A compiled training step (unknown batch size when traced) with the
     # backward pass in blocks: the same weights after one SGD step; then a
     # compiled predict with the state-only loop in blocks.
-    monkeypatch.setattr(scan, "BLOCK_STEPS", 3)
+    resize(block_steps=3)
     ours, theirs, _ = twin_layers((None, 10, 3), dict(units=4))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 10, 3)).astype("float32")
@@ -213,16 +206,15 @@ def test_blocked_training_step_matches_keras(monkeypatch):
 @pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_masked_non_finite_inputs_leave_gradients_unchanged(
-        reset_after, blocks, monkeypatch):
+        reset_after, blocks, resize):
     """Inputs of masked steps change nothing, gradients included: NaN and
     inf there give the gradients that zeros there give, finite, with exact
     zeros for those inputs (the backward pass zeroes masked inputs rather
     than selecting over its products)."""
     if blocks:
-        monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
-        monkeypatch.setattr(scan, "SHORT_BLOCK_STEPS", 2)
+        resize(block_steps=2, short_block_steps=2)
     # TensorFlow's loops in groups of 2 unrolled steps.
-    monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
+    resize(step_groups=2)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(3, 7, 4)).astype("float32")
     mask = np.ones((3, 7), bool)
@@ -251,9 +243,11 @@ def test_masked_non_finite_inputs_leave_gradients_unchanged(
 
 
 def test_gru_states_rejects_a_candidate_bias_without_reset_after():
-    x = np.zeros((3, 2, 12), "float32")
+    x = np.zeros((3, 2, 5), "float32")
+    weights = recurrence.GRUWeights(
+        np.zeros((5, 12), "float32"), np.zeros((4, 12), "float32"),
+        candidate_bias=np.zeros((4,), "float32"))
+    spec = recurrence.GRUSpec(4, keras.activations.tanh,
+                              keras.activations.sigmoid, reset_after=False)
     with pytest.raises(ValueError, match="reset_after=False"):
-        bptt.gru_states(
-            x, np.zeros((2, 4), "float32"), np.zeros((4, 12), "float32"),
-            np.zeros((4,), "float32"), keras.activations.tanh,
-            keras.activations.sigmoid, reset_after=False)
+        bptt.gru_states(x, np.zeros((2, 4), "float32"), weights, spec)

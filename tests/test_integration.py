@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import keras_gru_plus
-from keras_gru_plus import scan
 from tests.helpers import BACKEND
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
@@ -98,13 +97,13 @@ def test_none_batch_and_time_dimensions(return_sequences):
 @pytest.mark.skipif(BACKEND == "torch",
                     reason="jit_compile=True is XLA: JAX and TensorFlow only")
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("blocks", [None, "BLOCK_STEPS", "SHORT_BLOCK_STEPS"])
-def test_jit_compile_training_matches_keras(masked, blocks, monkeypatch):
+@pytest.mark.parametrize("blocks", [None, "block_steps", "short_block_steps"])
+def test_jit_compile_training_matches_keras(masked, blocks, resize):
     if blocks:
         # The training passes over the 7 steps in blocks of 3 (and one
         # step): the loop of long sequences, or TensorFlow's Python loop
         # over the blocks of shorter ones.
-        monkeypatch.setattr(scan, blocks, 3)
+        resize(**{blocks: 3})
 
     def build(gru_cls):
         layers = [keras.Input((7, 5))]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from keras_gru_plus import scan
-from keras_gru_plus import sequence
 from tests import reference
 from tests.helpers import BACKEND
 from tests.helpers import mask_of
@@ -142,14 +141,13 @@ BLOCK_CASES = pairwise_cases(BLOCK_GRID, seed=5)
 @pytest.mark.skipif(
     BACKEND == "tensorflow",
     reason="TensorFlow's inference loop projects each step and takes no "
-    "blocks of projected steps (sequence.run_sequence)",
+    "blocks of projected steps (policy: project_in_step)",
 )
-def test_parity_grid_in_blocks(case, monkeypatch):
-    monkeypatch.setattr(scan, "BLOCK_STEPS", 2)
-    calls = _spy(monkeypatch, sequence, "_inference_in_blocks",
-                 lambda *args, **kwargs: 1)
+def test_parity_grid_in_blocks(case, resize, plans):
+    resize(block_steps=2)
     _check_case(case)
-    assert calls, "the blocked loop did not run"
+    assert ("inference", 2) in {(p.runner, p.block) for p in plans}, (
+        "the blocked loop did not run")
 
 
 def _spy(monkeypatch, module, name, record):
@@ -168,7 +166,7 @@ def _spy(monkeypatch, module, name, record):
 
 # The cases that take TensorFlow's inference loop with `return_sequences`,
 # run again with that loop in blocks of 2 steps (2 blocks and a 1-step
-# block), which sequences of at least 2 * SEQUENCE_BLOCK_STEPS take.
+# block), which sequences of at least two such blocks take.
 SEQUENCE_BLOCK_GRID = dict(GRID, training=[False], return_sequences=[True],
                            unroll=[False])
 SEQUENCE_BLOCK_CASES = pairwise_cases(SEQUENCE_BLOCK_GRID, seed=6)
@@ -181,20 +179,21 @@ SEQUENCE_BLOCK_CASES = pairwise_cases(SEQUENCE_BLOCK_GRID, seed=6)
 @pytest.mark.skipif(
     BACKEND != "tensorflow",
     reason="only TensorFlow's inference loop with return_sequences goes in "
-    "blocks of steps (sequence.SEQUENCE_BLOCK_STEPS)",
+    "blocks of steps (policy: sequence_block_steps)",
 )
-def test_parity_grid_sequence_blocks(case, monkeypatch):
-    monkeypatch.setattr(sequence, "SEQUENCE_BLOCK_STEPS", 2)
-    # The block size of every call.
+def test_parity_grid_sequence_blocks(case, monkeypatch, resize, plans):
+    resize(sequence_block_steps=2)
+    # The block size of every call of the blocked loop.
     calls = _spy(monkeypatch, scan, "blocks_loop",
                  lambda *args, **kwargs: args[3])
     _check_case(case)
+    assert {(p.runner, p.block) for p in plans} == {("step_projection", 2)}
     assert calls and set(calls) == {2}, "the blocked loop did not run"
 
 
 # The training cases (the hand-written backward pass), run again with
 # TensorFlow's loops over groups of 2 unrolled steps (2 groups and a 1-step
-# group), which its training loops take over 2 * SUB_BLOCK_STEPS steps and
+# group), which its training loops take over two groups of steps and
 # more.
 GROUP_GRID = dict(GRID, training=[True], unroll=[False])
 GROUP_CASES = pairwise_cases(GROUP_GRID, seed=8)
@@ -206,17 +205,19 @@ GROUP_CASES = pairwise_cases(GROUP_GRID, seed=8)
 @pytest.mark.skipif(
     BACKEND != "tensorflow",
     reason="only TensorFlow's indexed loops go over groups of unrolled "
-    "steps (scan.SUB_BLOCK_STEPS)",
+    "steps (policy: step_groups)",
 )
-def test_parity_grid_step_groups(case, monkeypatch):
-    monkeypatch.setattr(scan, "SUB_BLOCK_STEPS", 2)
+def test_parity_grid_step_groups(case, monkeypatch, resize):
+    resize(step_groups=2)
     # The group size and direction of every call.
     calls = _spy(monkeypatch, scan, "blocks_loop",
                  lambda *args, **kwargs: (args[3],
                                           kwargs.get("reverse", False)))
     _check_case(case)
-    # Forward and backward loops, both in groups of 2 steps.
-    assert set(calls) == {(2, False), (2, True)}, calls
+    # Forward and backward loops, both in groups of 2 steps (the training
+    # passes' loop over one block, `None`, holds them).
+    assert set(calls) - {(None, False), (None, True)} == {
+        (2, False), (2, True)}, calls
 
 
 def _check_case(case):

@@ -1,0 +1,307 @@
+"""The engine's policy: every choice that depends on the backend, in one place.
+
+The math (`recurrence`, `bptt`, `sequence`, `scan`) never asks which backend
+it runs on. It asks this module, in two ways:
+
+- `current()`: the backend's entry of `POLICIES`, a table of measured
+  choices (block sizes, input layout, which loops run how). Each entry
+  carries the measurement that chose it.
+- `plan(...)`: from what one call of the layer knows (its length, training
+  or not, `return_sequences`, `unroll`, its dropout, whether the activations
+  have a hand-written backward pass), the one `Plan` that the sequence
+  runs: which runner, blocks of how many steps, keep the forward gates or
+  recompute them, how the blocks loop. Every threshold derives from the
+  table entry, so changing one number changes every rule built on it.
+
+`override(**fields)` replaces entries of the table for a block of code, and
+`recording()` lists the plans chosen inside one; tests use both to run each
+plan on small inputs and to check which plan ran.
+
+All measurements below were taken on the project's 2-CPU machine
+(`OMP_NUM_THREADS=1`), with batch 32, 64 features and 128 units, medians of
+interleaved runs, unless they say otherwise.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendPolicy:
+    """The measured choices of one backend (see `POLICIES`).
+
+    Attributes:
+        block_steps: steps per block of the loops over long sequences (from
+            two blocks on).
+        short_block_steps: steps per block over shorter sequences (from two
+            blocks on), or `None` for one block.
+        split_gates: whether the loops take the input projection as three
+            per-gate arrays `(time, batch, units)` instead of one packed
+            `(time, batch, 3 * units)`.
+        keep_gates: whether the training forward pass keeps its gates for
+            the backward pass (below long blocks) instead of recomputing
+            them.
+        python_loops: whether every loop is a Python loop (eager backends).
+        indexed_loops: whether loops that autodiff does not go through read
+            their inputs by step number (`scan.scan`'s `indexed`).
+        step_groups: steps per group of unrolled steps in the indexed loops
+            (from two groups on), or `None`.
+        state_loop: the loop that keeps only the state: `"python"`,
+            `"scan"` (no per-step output) or `"fori"` (`ops.fori_loop`).
+        project_in_step: whether inference projects each step's inputs
+            inside its loop, instead of before it (or per block).
+        parallel_steps: how many steps of that loop may run at once.
+        sequence_block_steps: with `return_sequences`, steps per block of
+            unrolled steps of that loop (from two blocks on), or `None`.
+        parallel_blocks: how many of those blocks may run at once.
+        python_short_blocks: whether the training passes loop over the
+            blocks of shorter sequences in Python (rather than a `scan`).
+    """
+
+    block_steps: int = 100
+    short_block_steps: int | None = None
+    split_gates: bool = False
+    keep_gates: bool = False
+    python_loops: bool = False
+    indexed_loops: bool = False
+    step_groups: int | None = None
+    state_loop: str = "scan"
+    project_in_step: bool = False
+    parallel_steps: int = 1
+    sequence_block_steps: int | None = None
+    parallel_blocks: int = 1
+    python_short_blocks: bool = False
+
+
+# Every backend, long sequences: blocks of 100 steps from 200 steps on.
+# The training passes and the inference loops (but on TensorFlow, which
+# projects each step inside its inference loops) take their inputs one
+# block at a time (projection, recompute, gradients), so no array of the
+# whole sequence wider than the state is held. Measured on 1,000 steps:
+# backward in blocks against one block, training steps 25% faster on
+# PyTorch and 7% on JAX, the same on TensorFlow; projecting in blocks too,
+# training 141 -> 109 ms on TensorFlow, 151 -> 104 ms on JAX, peak memory
+# 332 -> 232 MB, 328 -> 146 MB, and 380 -> 183 MB on PyTorch; the
+# state-only inference loop on JAX 44 -> 24 ms. On 100 steps one block is
+# as fast or faster on JAX and TensorFlow.
+LONG_BLOCK_STEPS = 100
+
+POLICIES = {
+    "jax": BackendPolicy(
+        block_steps=LONG_BLOCK_STEPS,
+        # On XLA:CPU a step that slices one packed `(batch, 3 * units)`
+        # input runs about 2.5 times slower than one that reads three
+        # separate arrays (plain JAX, predict at 100 steps: 22 ms packed,
+        # 8.8-9.5 ms per gate).
+        split_gates=True,
+        # Keeping the gates: training steps 1-5% faster across the
+        # benchmark's configurations at 100 steps (1.5% slower with
+        # `reset_after=False`).
+        keep_gates=True,
+        # `lax.scan` with no per-step output: what jax2onnx can export (its
+        # `fori_loop` converter rejects arrays closed over by the body).
+        state_loop="scan",
+    ),
+    "tensorflow": BackendPolicy(
+        block_steps=LONG_BLOCK_STEPS,
+        # The training passes loop over blocks of 25 steps in Python (see
+        # `python_short_blocks`), so TensorFlow runs one block's vectorized
+        # work on the second core while the steps of the next block run.
+        # Measured on 100 steps: training steps 2-13% faster across the
+        # benchmark's configurations; blocks of 10, 20, 34 and 50 steps
+        # gained less.
+        short_block_steps=25,
+        # Keras' TensorFlow `scan` copies every array of `xs` into a
+        # TensorArray; the hand-written backward pass would then be
+        # differentiated slice by slice into arrays of the whole sequence.
+        # Reading by step number, a training step at 1,000 steps: peak
+        # memory 438 -> 342 MB, time 2-4% lower.
+        indexed_loops=True,
+        # Keras' TensorFlow `scan` reads and writes its carry and outputs
+        # through TensorArrays at every iteration; over groups of unrolled
+        # steps that cost is paid once per group. Training steps 3-8%
+        # faster in every configuration of the benchmark (base 14.2 -> 13.5
+        # ms, masked 15.6 -> 14.4, 1,000 steps 138 -> 127 ms, 512 units 83
+        # -> 80 ms); groups of 3 or 10 steps were slower than 5. The cost:
+        # a larger graph, the first training call at 100 steps 0.6 -> 1.1 s.
+        step_groups=5,
+        state_loop="fori",
+        # Inference projects each step's inputs inside the loop: its
+        # `while_loop` runs the projections of later steps, which do not
+        # wait on the state, on the second core alongside the recurrence
+        # of the current step. State only 4.6 -> 3.4 ms (`fori_loop`, which
+        # runs 10 steps at once); with outputs (`scan`) 5.6 ms projecting
+        # before the loop, 6.7 ms inside with 1 step at once, 4.8 ms with
+        # 4, no faster with 10 or 32.
+        project_in_step=True,
+        parallel_steps=4,
+        # With `return_sequences`: a `scan` of blocks of 10 unrolled steps,
+        # each block's states stacked once (TensorArrays once per block):
+        # predict 15% faster (4.90 -> 4.17 ms, keras 5.19 ms); blocks of 5
+        # or 20 steps, or 1 or 4 blocks at once, gained less.
+        sequence_block_steps=10,
+        parallel_blocks=2,
+        # Over the blocks of shorter sequences a Python loop (one block's
+        # vectorized work beside the next block's steps); over long
+        # sequences a `scan` of blocks, which holds one block at a time.
+        # Training step over 1,000 steps, `scan` of blocks of looped steps
+        # against a `scan` of unrolled blocks: 8% slower, peak memory 232 ->
+        # 134 MB, first call 2.7 -> 0.5 s; a Python loop of the 10 blocks
+        # was as fast but peaked at 265 MB.
+        python_short_blocks=True,
+    ),
+    "torch": BackendPolicy(
+        block_steps=LONG_BLOCK_STEPS,
+        # Blocks spare arrays of the whole sequence, each a fresh
+        # allocation of megabytes that eager PyTorch pays for. Measured on
+        # 100 steps: training 5-12% faster across the benchmark's
+        # configurations (base 41.7 -> 38.6 ms), wide (512 units)
+        # unchanged; state-only predict 5% faster.
+        short_block_steps=25,
+        # Keeping the gates: training 5-15% faster at 100 steps.
+        keep_gates=True,
+        # Eager: a plain loop does what Keras' torch `scan` does, without
+        # its per-step tree flattening (a large share of a small step).
+        python_loops=True,
+        state_loop="python",
+    ),
+}
+
+# The place for entries measured on a GPU, by backend. None is measured
+# yet: on a GPU every backend uses its CPU entry above.
+GPU_POLICIES = {}
+
+_overrides = []
+_recorders = []
+
+
+def current():
+    """The policy of the backend in use, with any `override` applied."""
+    policy = POLICIES[keras.backend.backend()]
+    for fields in _overrides:
+        policy = dataclasses.replace(policy, **fields)
+    return policy
+
+
+@contextlib.contextmanager
+def override(**fields):
+    """Replaces fields of the current backend's policy inside a block.
+
+    ```python
+    with policy.override(block_steps=2, short_block_steps=None):
+        layer(x)  # blocks of 2 steps from 4 steps on
+    ```
+    """
+    unknown = set(fields) - {f.name for f in dataclasses.fields(BackendPolicy)}
+    if unknown:
+        raise TypeError(
+            f"policy.override: unknown fields {sorted(unknown)}; expected "
+            f"fields of BackendPolicy.")
+    _overrides.append(fields)
+    try:
+        yield
+    finally:
+        _overrides.remove(fields)
+
+
+@contextlib.contextmanager
+def recording():
+    """Yields a list that receives every `Plan` chosen inside the block."""
+    plans = []
+    _recorders.append(plans)
+    try:
+        yield plans
+    finally:
+        _recorders.remove(plans)
+
+
+def whole_blocks(n_steps, size):
+    """`size` if `n_steps` (known when traced) holds at least two blocks of
+    `size` steps, else `None`: the one rule for every kind of block."""
+    if size is None or n_steps is None or n_steps < 2 * size:
+        return None
+    return size
+
+
+# The runners of `sequence.run_sequence`, by name.
+RUNNERS = ("unrolled", "step_projection", "inference", "bptt", "autodiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one call runs its sequence.
+
+    Attributes:
+        runner: one of `RUNNERS`:
+            - `"unrolled"`: a Python loop (`unroll=True`), autodiff;
+            - `"step_projection"`: inference whose steps project their own
+              inputs (`BackendPolicy.project_in_step`);
+            - `"inference"`: inference, the inputs projected per block;
+            - `"bptt"`: training with the hand-written backward pass;
+            - `"autodiff"`: training through `keras.ops.scan` and autodiff
+              (activations without a known slope, or one recurrent dropout
+              mask per gate).
+        block: steps per block (`None`: the whole sequence is one block).
+            For `"step_projection"`, the blocks of unrolled steps.
+        keep_gates: `"bptt"` keeps the forward gates for the backward pass.
+        block_loop: how `"bptt"`'s blocks loop: `"scan"` or `"python"`.
+        split_gates: the projected inputs go per gate (see `BackendPolicy`).
+        parallel: steps (or blocks of steps) of a loop that may run at once.
+    """
+
+    runner: str
+    block: int | None = None
+    keep_gates: bool = False
+    block_loop: str = "scan"
+    split_gates: bool = False
+    parallel: int = 1
+
+
+def plan(n_steps, training, return_sequences, unroll=False,
+         recurrent_mask_count=0, known_slopes=True):
+    """The `Plan` of one call, chosen from the current policy.
+
+    Args:
+        n_steps: the number of steps, or `None` when unknown when traced.
+        training: whether the call trains (dropout, the backward pass).
+        return_sequences: whether every step's output is returned.
+        unroll: whether the layer unrolls its loop.
+        recurrent_mask_count: recurrent dropout masks in use: 0, 1, or 3
+            (one per gate, `implementation=1`).
+        known_slopes: whether both activations have a slope the
+            hand-written backward pass knows (`bptt.supports`).
+
+    Masks do not change the plan: every loop selects the state per step.
+    """
+    policy = current()
+    long_block = whole_blocks(n_steps, policy.block_steps)
+    block = long_block or whole_blocks(n_steps, policy.short_block_steps)
+    split = policy.split_gates
+    if unroll:
+        chosen = Plan("unrolled", split_gates=split)
+    elif not training and policy.project_in_step:
+        if return_sequences:
+            groups = whole_blocks(n_steps, policy.sequence_block_steps)
+            parallel = (policy.parallel_blocks if groups
+                        else policy.parallel_steps)
+        else:
+            groups, parallel = None, 1
+        chosen = Plan("step_projection", block=groups, split_gates=split,
+                      parallel=parallel)
+    elif not training:
+        chosen = Plan("inference", block=block, split_gates=split)
+    elif known_slopes and recurrent_mask_count <= 1:
+        short = block is not None and long_block is None
+        chosen = Plan(
+            "bptt", block=block,
+            keep_gates=policy.keep_gates and long_block is None,
+            block_loop=("python" if short and policy.python_short_blocks
+                        else "scan"),
+            split_gates=split)
+    else:
+        chosen = Plan("autodiff", split_gates=split)
+    for plans in _recorders:
+        plans.append(chosen)
+    return chosen
