@@ -10,8 +10,8 @@ import os
 import nox
 
 nox.options.reuse_venv = "yes"
-# `nox` alone: the suite on all three backends, then the notebooks.
-nox.options.sessions = ["tests", "notebooks"]
+# `nox` alone: the lint, the suite on all three backends, then the notebooks.
+nox.options.sessions = ["lint", "tests", "notebooks"]
 
 BACKENDS = ["jax", "tensorflow", "torch"]
 # Extras per backend. The JAX and PyTorch environments carry each other's
@@ -37,8 +37,20 @@ ENV = {
 }
 
 
+# The linter, pinned so that a new release cannot turn CI red on its own.
+RUFF = "ruff==0.17.6"
+
+
 def _install(session: nox.Session, extras: str) -> None:
     session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint and format check (configured in pyproject.toml)."""
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session
@@ -48,7 +60,12 @@ def tests(session: nox.Session, backend: str) -> None:
     _install(session, EXTRAS[backend])
     session.install(*EXPORT[backend])
     session.run(
-        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
         *session.posargs,
         env={**ENV, "KERAS_BACKEND": backend},
     )
@@ -59,16 +76,27 @@ def tests(session: nox.Session, backend: str) -> None:
 def check(session: nox.Session, backend: str) -> None:
     """Parity self-test against keras.layers.GRU on one backend."""
     _install(session, backend)
-    session.run("python", "-m", "keras_gru_plus", "check", *session.posargs,
-                env={**ENV, "KERAS_BACKEND": backend})
+    session.run(
+        "python",
+        "-m",
+        "keras_gru_plus",
+        "check",
+        *session.posargs,
+        env={**ENV, "KERAS_BACKEND": backend},
+    )
 
 
 @nox.session(default=False)
 def main(session: nox.Session) -> None:
     """Sets up JAX and runs the main job, `python -m keras_gru_plus` (demo)."""
     _install(session, "jax,demo")
-    session.run("python", "-m", "keras_gru_plus", *session.posargs,
-                env={**ENV, "KERAS_BACKEND": "jax"})
+    session.run(
+        "python",
+        "-m",
+        "keras_gru_plus",
+        *session.posargs,
+        env={**ENV, "KERAS_BACKEND": "jax"},
+    )
 
 
 @nox.session(default=False)
@@ -77,8 +105,14 @@ def bench(session: nox.Session, backend: str) -> None:
     """Benchmark against keras.layers.GRU (and torch.nn.GRU) on one backend."""
     _install(session, backend)
     session.install("matplotlib")
-    session.run("python", "-m", "keras_gru_plus", "bench", *session.posargs,
-                env={**ENV, "KERAS_BACKEND": backend})
+    session.run(
+        "python",
+        "-m",
+        "keras_gru_plus",
+        "bench",
+        *session.posargs,
+        env={**ENV, "KERAS_BACKEND": backend},
+    )
 
 
 @nox.session(default=False)
@@ -86,8 +120,13 @@ def bench_report(session: nox.Session) -> None:
     """Merges the benchmark results into one table, plot and README section."""
     _install(session, "jax")
     session.install("matplotlib")
-    session.run("python", "benchmarks/report.py", "--readme", "README.md",
-                env={**ENV, "KERAS_BACKEND": "jax"})
+    session.run(
+        "python",
+        "benchmarks/report.py",
+        "--readme",
+        "README.md",
+        env={**ENV, "KERAS_BACKEND": "jax"},
+    )
 
 
 @nox.session(default=False)
@@ -99,7 +138,7 @@ def notebooks(session: nox.Session) -> None:
     """
     _install(session, "jax,demo")
     session.install("nbformat", "nbclient", "ipykernel")
-    args = [] if "--inplace" in session.posargs else [
-        "--out", session.create_tmp()]
-    session.run("python", "notebooks/build.py", *args,
-                env={**ENV, "KERAS_BACKEND": "jax"})
+    args = [] if "--inplace" in session.posargs else ["--out", session.create_tmp()]
+    session.run(
+        "python", "notebooks/build.py", *args, env={**ENV, "KERAS_BACKEND": "jax"}
+    )

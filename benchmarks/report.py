@@ -39,8 +39,7 @@ def main(argv=None):
         raise SystemExit(f"no bench_*.json in {args.results}")
     reports.sort(key=lambda r: ORDER.get(r["machine"]["backend"], 9))
     cpu, gpu = benchmark.by_device(reports)
-    for suffix, marker, group in (("", "bench", cpu),
-                                  ("_gpu", "bench-gpu", gpu)):
+    for suffix, marker, group in (("", "bench", cpu), ("_gpu", "bench-gpu", gpu)):
         if group:
             _write(group, args.results, suffix, marker, args.readme)
 
@@ -56,12 +55,18 @@ def _write(reports, results, suffix, marker, readme):
         return
     with open(readme) as f:
         text = f.read()
-    block = (f"<!-- {marker}:start -->\n" + summary
-             + f"\n\n![ratios](benchmarks/results/summary{suffix}.png)\n"
-             f"<!-- {marker}:end -->")
+    block = (
+        f"<!-- {marker}:start -->\n"
+        + summary
+        + f"\n\n![ratios](benchmarks/results/summary{suffix}.png)\n"
+        f"<!-- {marker}:end -->"
+    )
     text, count = re.subn(
         rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->",
-        lambda _: block, text, flags=re.S)
+        lambda _: block,
+        text,
+        flags=re.S,
+    )
     if count != 1:
         raise SystemExit(f"README has no {marker}:start/{marker}:end markers")
     with open(readme, "w") as f:

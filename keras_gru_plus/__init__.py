@@ -14,8 +14,6 @@ from keras_gru_plus.swap_batch_time import SwapBatchTime
 from keras_gru_plus.version import __version__
 
 GRU = keras.saving.register_keras_serializable(package="keras_gru_plus")(GRU)
-GRUCell = keras.saving.register_keras_serializable(package="keras_gru_plus")(
-    GRUCell
-)
+GRUCell = keras.saving.register_keras_serializable(package="keras_gru_plus")(GRUCell)
 
 __all__ = ["GRU", "GRUCell", "SwapBatchTime", "__version__"]

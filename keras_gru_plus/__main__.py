@@ -31,19 +31,25 @@ def main(argv=None):
         "check", help="parity self-test against keras.layers.GRU"
     )
     check_parser.add_argument(
-        "--full-precision", action="store_true",
-        help="turn TF32 off for float32 matrix products (GPUs)")
-    bench = commands.add_parser(
-        "bench", help="time ours against keras.layers.GRU"
+        "--full-precision",
+        action="store_true",
+        help="turn TF32 off for float32 matrix products (GPUs)",
     )
-    bench.add_argument("--out", default="benchmarks/results",
-                       help="folder for bench_<backend>.json and .png")
-    bench.add_argument("--configs", nargs="*", default=None,
-                       help="configuration names (default: all)")
-    bench.add_argument("--repeats", type=int, default=7,
-                       help="timed repeats per layer and mode")
-    bench.add_argument("--no-memory", action="store_true",
-                       help="skip the training-memory measurement")
+    bench = commands.add_parser("bench", help="time ours against keras.layers.GRU")
+    bench.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help="folder for bench_<backend>.json and .png",
+    )
+    bench.add_argument(
+        "--configs", nargs="*", default=None, help="configuration names (default: all)"
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=7, help="timed repeats per layer and mode"
+    )
+    bench.add_argument(
+        "--no-memory", action="store_true", help="skip the training-memory measurement"
+    )
     args = parser.parse_args(argv)
     command = args.command or "demo"
     if command == "demo":
@@ -58,8 +64,12 @@ def main(argv=None):
     if command == "bench":
         from keras_gru_plus import benchmark
 
-        benchmark.run(out_dir=args.out, configs=args.configs,
-                      repeats=args.repeats, memory=not args.no_memory)
+        benchmark.run(
+            out_dir=args.out,
+            configs=args.configs,
+            repeats=args.repeats,
+            memory=not args.no_memory,
+        )
         return 0
     parser.error(f"unknown command {command!r}")
     return 2

@@ -64,8 +64,7 @@ def build_model(gru_cls, config):
     if config.get("bidirectional"):
         layer = keras.layers.Bidirectional(layer)
     if config.get("masked"):
-        mask = keras.Input((s["steps"],), batch_size=s["batch"],
-                           dtype="bool")
+        mask = keras.Input((s["steps"],), batch_size=s["batch"], dtype="bool")
         x = layer(inputs, mask=mask)
         model_inputs = [inputs, mask]
     else:
@@ -82,8 +81,7 @@ def build_model(gru_cls, config):
 def make_data(config, seed=0):
     s = _shape(config)
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(s["batch"], s["steps"], s["features"])).astype(
-        "float32")
+    x = rng.normal(size=(s["batch"], s["steps"], s["features"])).astype("float32")
     y = rng.normal(size=(s["batch"], 1)).astype("float32")
     if config.get("masked"):
         # Right padding with random lengths.
@@ -118,8 +116,10 @@ def accelerator():
 def by_device(reports):
     """`(cpu_reports, gpu_reports)`: reports made on a CPU and on a GPU
     (their `machine` names an accelerator), each in the order given."""
-    return ([r for r in reports if not r["machine"].get("accelerator")],
-            [r for r in reports if r["machine"].get("accelerator")])
+    return (
+        [r for r in reports if not r["machine"].get("accelerator")],
+        [r for r in reports if r["machine"].get("accelerator")],
+    )
 
 
 def _torch_device():
@@ -155,20 +155,27 @@ def _torch_anchor(config, mode):
     keras'), or None where it has no equivalent."""
     if keras.backend.backend() != "torch":
         return None
-    if config.get("masked") or config.get("layer", {}).get(
-            "recurrent_dropout") or config.get("layer", {}).get(
-            "reset_after") is False:
+    if (
+        config.get("masked")
+        or config.get("layer", {}).get("recurrent_dropout")
+        or config.get("layer", {}).get("reset_after") is False
+    ):
         return None
     torch = importlib.import_module("torch")
 
     # The anchor computes where Keras does (cuDNN's GRU on a GPU).
     device = _torch_device().type
     s = _shape(config)
-    gru = torch.nn.GRU(s["features"], s["units"], batch_first=True,
-                       bidirectional=bool(config.get("bidirectional")),
-                       device=device)
-    head = torch.nn.Linear(s["units"] * (2 if config.get("bidirectional")
-                                         else 1), 1, device=device)
+    gru = torch.nn.GRU(
+        s["features"],
+        s["units"],
+        batch_first=True,
+        bidirectional=bool(config.get("bidirectional")),
+        device=device,
+    )
+    head = torch.nn.Linear(
+        s["units"] * (2 if config.get("bidirectional") else 1), 1, device=device
+    )
     params = list(gru.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=1e-3)
     x = torch.randn(s["batch"], s["steps"], s["features"], device=device)
@@ -177,9 +184,11 @@ def _torch_anchor(config, mode):
 
     def forward():
         out, h = gru(x)
-        feat = out.mean(1) if sequences else (
-            torch.cat([h[0], h[1]], -1) if config.get("bidirectional")
-            else h[-1])
+        feat = (
+            out.mean(1)
+            if sequences
+            else (torch.cat([h[0], h[1]], -1) if config.get("bidirectional") else h[-1])
+        )
         return head(feat)
 
     def predict():
@@ -219,8 +228,11 @@ def run_config(name, config, repeats=7):
             fns.append(anchor)
         times = time_interleaved(fns, repeats=repeats)
         t_ours, t_keras = times[0], times[1]
-        entry = {"ours_ms": 1e3 * t_ours, "keras_ms": 1e3 * t_keras,
-                 "ratio": t_ours / t_keras}
+        entry = {
+            "ours_ms": 1e3 * t_ours,
+            "keras_ms": 1e3 * t_keras,
+            "ratio": t_ours / t_keras,
+        }
         if anchor is not None:
             entry["torch_nn_gru_ms"] = 1e3 * times[2]
             entry["ratio_torch"] = t_ours / times[2]
@@ -304,14 +316,17 @@ def measure_memory(steps=1000):
     for which in ("ours", "keras"):
         proc = subprocess.run(
             [sys.executable, "-c", _MEMORY_SCRIPT, which, str(steps)],
-            capture_output=True, text=True, timeout=1800,
+            capture_output=True,
+            text=True,
+            timeout=1800,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
         out[which] = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["ratio"] = (out["ours"]["train_step_mb"]
-                    / max(out["keras"]["train_step_mb"], 1e-9))
+    out["ratio"] = out["ours"]["train_step_mb"] / max(
+        out["keras"]["train_step_mb"], 1e-9
+    )
     return out
 
 
@@ -336,8 +351,7 @@ def machine_info():
 def format_table(report):
     """A Markdown table of one backend's report."""
     machine = report["machine"]
-    where = (f" on {machine['accelerator']}" if machine.get("accelerator")
-             else "")
+    where = f" on {machine['accelerator']}" if machine.get("accelerator") else ""
     lines = [
         f"{machine['backend']}{where}: keras {machine['keras']},"
         f" {machine['cpus']} CPUs, OMP_NUM_THREADS="
@@ -353,16 +367,22 @@ def format_table(report):
             lines.append(
                 f"| {name} | {mode} | {e['ours_ms']:.1f} | "
                 f"{e['keras_ms']:.1f} | {e['ratio']:.2f} | "
-                + (f"{torch_ms:.1f} | {e['ratio_torch']:.2f} |"
-                   if torch_ms is not None else "- | - |")
+                + (
+                    f"{torch_ms:.1f} | {e['ratio_torch']:.2f} |"
+                    if torch_ms is not None
+                    else "- | - |"
+                )
             )
     memory = report.get("memory")
     if memory:
         kind = memory["ours"].get("kind", "RSS")
-        lines += ["", f"Training memory at 1,000 steps (peak {kind} growth):"
-                  f" ours {memory['ours']['train_step_mb']:.0f} MB, keras "
-                  f"{memory['keras']['train_step_mb']:.0f} MB, ratio "
-                  f"{memory['ratio']:.2f}"]
+        lines += [
+            "",
+            f"Training memory at 1,000 steps (peak {kind} growth):"
+            f" ours {memory['ours']['train_step_mb']:.0f} MB, keras "
+            f"{memory['keras']['train_step_mb']:.0f} MB, ratio "
+            f"{memory['ratio']:.2f}",
+        ]
     return "\n".join(lines)
 
 
@@ -386,8 +406,7 @@ def plot(reports, path):
             ax.bar(xs, ratios, width, label=label)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(0.7, color="grey", linewidth=0.8, linestyle="--")
-        if max(r["configs"][n][mode]["ratio"] for r in reports
-               for n in names) > 3:
+        if max(r["configs"][n][mode]["ratio"] for r in reports for n in names) > 3:
             # Ratios far apart (a GPU against cuDNN): a log scale keeps
             # the ones near 1 readable.
             ax.set_yscale("log")
@@ -401,8 +420,9 @@ def plot(reports, path):
     plt.close(fig)
 
 
-def run(out_dir="benchmarks/results", configs=None, repeats=7, memory=True,
-        progress=print):
+def run(
+    out_dir="benchmarks/results", configs=None, repeats=7, memory=True, progress=print
+):
     """Runs the benchmark on the current backend; writes JSON (and a PNG)."""
     os.makedirs(out_dir, exist_ok=True)
     names = configs or list(CONFIGS)
@@ -411,8 +431,10 @@ def run(out_dir="benchmarks/results", configs=None, repeats=7, memory=True,
         progress(f"[{i}/{len(names)}] {name} ...")
         report["configs"][name] = run_config(name, CONFIGS[name], repeats)
         for mode, e in report["configs"][name].items():
-            progress(f"    {mode:<8} ours {e['ours_ms']:8.1f} ms  keras "
-                     f"{e['keras_ms']:8.1f} ms  ratio {e['ratio']:.2f}")
+            progress(
+                f"    {mode:<8} ours {e['ours_ms']:8.1f} ms  keras "
+                f"{e['keras_ms']:8.1f} ms  ratio {e['ratio']:.2f}"
+            )
     if memory:
         progress("memory of a training step at 1,000 steps ...")
         report["memory"] = measure_memory()

@@ -84,8 +84,10 @@ def slope_of(activation):
 
 def supports(spec):
     """Whether both activations of `spec` have a known slope."""
-    return (slope_of(spec.activation) is not None
-            and slope_of(spec.recurrent_activation) is not None)
+    return (
+        slope_of(spec.activation) is not None
+        and slope_of(spec.recurrent_activation) is not None
+    )
 
 
 class _Tensors(NamedTuple):
@@ -133,32 +135,38 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
         raise ValueError(
             "gru_states: a candidate bias (rb_h) exists only with "
             "reset_after=True (recurrence.split_bias gives None otherwise); "
-            "received a candidate bias with reset_after=False.")
+            "received a candidate bias with reset_after=False."
+        )
     if weights.recurrent_masks is not None and len(weights.recurrent_masks) > 1:
         raise ValueError(
             "gru_states takes one recurrent dropout mask; received "
             f"{len(weights.recurrent_masks)} (one per gate goes through "
-            "autodiff).")
+            "autodiff)."
+        )
     if plan is None:
         plan = policy.plan(x.shape[0], training=True, return_sequences=True)
     named = _Tensors(
-        x, initial_state, weights.kernel, weights.recurrent_kernel,
-        weights.projection_bias, weights.candidate_bias,
-        None if mask is None else ops.expand_dims(
-            ops.cast(mask, initial_state.dtype), -1),
-        None if weights.recurrent_masks is None
-        else weights.recurrent_masks[0],
+        x,
+        initial_state,
+        weights.kernel,
+        weights.recurrent_kernel,
+        weights.projection_bias,
+        weights.candidate_bias,
+        None
+        if mask is None
+        else ops.expand_dims(ops.cast(mask, initial_state.dtype), -1),
+        None if weights.recurrent_masks is None else weights.recurrent_masks[0],
     )
     # Custom gradients take positional tensors only: the one place where
     # the tensors are flattened, and rebuilt by name.
-    fields = [f for f, value in zip(_Tensors._fields, named)
-              if value is not None]
+    fields = [f for f, value in zip(_Tensors._fields, named) if value is not None]
     input_masks = tuple(weights.input_masks or ())
 
     @ops.custom_gradient
     def states_fn(*args):
-        t = _Tensors(**dict(zip(fields, args)),
-                     input_masks=tuple(args[len(fields):]) or None)
+        t = _Tensors(
+            **dict(zip(fields, args)), input_masks=tuple(args[len(fields) :]) or None
+        )
         states, kept = _forward(t, spec, plan)
 
         def grad(*grad_args, upstream=None):
@@ -167,8 +175,8 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
             grads = _backward(upstream, states, kept, t, spec, plan)
             # Masks get zeros.
             return tuple(
-                grads[name] if name in grads
-                else ops.zeros_like(getattr(t, name)) for name in fields
+                grads[name] if name in grads else ops.zeros_like(getattr(t, name))
+                for name in fields
             ) + tuple(ops.zeros_like(m) for m in input_masks)
 
         return states, grad
@@ -187,7 +195,8 @@ def _block_loop(plan):
 def _project(x_b, t, spec, split):
     """A block of raw inputs projected, laid out as the loops take it."""
     projected = recurrence.project_inputs(
-        x_b, t.kernel, t.projection_bias, spec.units, t.input_masks)
+        x_b, t.kernel, t.projection_bias, spec.units, t.input_masks
+    )
     if split:
         return recurrence.split_gates(projected, spec.units)
     return (projected,)
@@ -208,13 +217,13 @@ def _forward(t, spec, plan):
         h_in = h if t.recurrent_mask is None else h * t.recurrent_mask
         x_t = tuple(xs[:3]) if split else xs[0]
         z, r, hh, rec_h = recurrence.gate_values(
-            h_in, x_t, step_kernel, t.candidate_bias, spec)
+            h_in, x_t, step_kernel, t.candidate_bias, spec
+        )
         h_new = hh + z * (h - hh)
         if keep is not None:
             h_new = ops.where(xs[-1], h_new, h)
         if plan.keep_gates:
-            return h_new, (h_new, z, r, hh) + (
-                (rec_h,) if spec.reset_after else ())
+            return h_new, (h_new, z, r, hh) + ((rec_h,) if spec.reset_after else ())
         # The state alone, shaped like the carry (TensorFlow's `scan`).
         return h_new, h_new
 
@@ -226,8 +235,14 @@ def _forward(t, spec, plan):
     n_out = (4 + spec.reset_after) if plan.keep_gates else 1
     loop, options = _block_loop(plan)
     _, ys, _ = scan.blocks_loop(
-        run_block, t.h0, (t.x,) + (() if keep is None else (keep,)),
-        plan.block, step_like=(t.h0,) * n_out, loop=loop, **options)
+        run_block,
+        t.h0,
+        (t.x,) + (() if keep is None else (keep,)),
+        plan.block,
+        step_like=(t.h0,) * n_out,
+        loop=loop,
+        **options,
+    )
     return ys[0], (ys[1:] if plan.keep_gates else None)
 
 
@@ -236,31 +251,49 @@ def _backward(upstream, states, kept, t, spec, plan):
     block by block, last block first."""
     h_prev = ops.concatenate([ops.expand_dims(t.h0, 0), states[:-1]], 0)
     masked = t.mask is not None
-    seqs = ((upstream, h_prev, t.x) + ((t.mask,) if masked else ())
-            + (tuple(kept) if kept is not None else ()))
-    summed = [name for name in ("kernel", "recurrent_kernel",
-                                "projection_bias", "candidate_bias")
-              if getattr(t, name) is not None]
+    seqs = (
+        (upstream, h_prev, t.x)
+        + ((t.mask,) if masked else ())
+        + (tuple(kept) if kept is not None else ())
+    )
+    summed = [
+        name
+        for name in ("kernel", "recurrent_kernel", "projection_bias", "candidate_bias")
+        if getattr(t, name) is not None
+    ]
 
     def run_block(dh, parts):
         upstream_b, h_prev_b, x_b = parts[:3]
         mask_b = parts[3] if masked else None
-        kept_b = tuple(parts[3 + masked:]) if kept is not None else None
+        kept_b = tuple(parts[3 + masked :]) if kept is not None else None
         # The projection is needed only to recompute the gates.
-        arrays = (None if kept_b is not None
-                  else _project(x_b, t, spec, plan.split_gates))
+        arrays = (
+            None if kept_b is not None else _project(x_b, t, spec, plan.split_gates)
+        )
         dh_b, delta_x, d_rk, d_cb = _block_grads(
-            dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b)
+            dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b
+        )
         d_x, d_k, d_pb = _projection_grads(delta_x, x_b, t, spec.units)
-        grads = {"kernel": d_k, "recurrent_kernel": d_rk,
-                 "projection_bias": d_pb, "candidate_bias": d_cb}
+        grads = {
+            "kernel": d_k,
+            "recurrent_kernel": d_rk,
+            "projection_bias": d_pb,
+            "candidate_bias": d_cb,
+        }
         return dh_b, (d_x,), tuple(grads[name] for name in summed)
 
     loop, options = _block_loop(plan)
     dh0, (dx,), totals = scan.blocks_loop(
-        run_block, ops.zeros_like(t.h0), seqs, plan.block,
-        step_like=(t.x[0],), total_like=tuple(getattr(t, n) for n in summed),
-        loop=loop, reverse=True, **options)
+        run_block,
+        ops.zeros_like(t.h0),
+        seqs,
+        plan.block,
+        step_like=(t.x[0],),
+        total_like=tuple(getattr(t, n) for n in summed),
+        loop=loop,
+        reverse=True,
+        **options,
+    )
     return {"x": dx, "h0": dh0, **dict(zip(summed, totals))}
 
 
@@ -281,21 +314,20 @@ def _projection_grads(delta_x, x, t, units):
         # One mask per gate (`implementation=1`): gate g sees `x * m_g`.
         per_gate = recurrence.split_gates(delta_x, units)
         kernels = recurrence.split_gates(t.kernel, units)
-        d_x = sum((d @ ops.transpose(k)) * m
-                  for d, k, m in zip(per_gate, kernels, masks))
+        d_x = sum(
+            (d @ ops.transpose(k)) * m for d, k, m in zip(per_gate, kernels, masks)
+        )
         d_kernel = ops.concatenate(
-            [_weight_grad(x * m, d) for d, m in zip(per_gate, masks)], -1)
-    d_bias = (None if t.projection_bias is None
-              else ops.sum(delta_x, axis=(0, 1)))
+            [_weight_grad(x * m, d) for d, m in zip(per_gate, masks)], -1
+        )
+    d_bias = None if t.projection_bias is None else ops.sum(delta_x, axis=(0, 1))
     return d_x, d_kernel, d_bias
 
 
 def _weight_grad(a, b):
     """`sum_t a_t^T b_t` for `(time, batch, k)` and `(time, batch, n)`."""
     k, n = a.shape[-1], b.shape[-1]
-    return ops.matmul(
-        ops.transpose(ops.reshape(a, (-1, k))), ops.reshape(b, (-1, n))
-    )
+    return ops.matmul(ops.transpose(ops.reshape(a, (-1, k))), ops.reshape(b, (-1, n)))
 
 
 def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
@@ -312,17 +344,18 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     h_in = h_prev if t.recurrent_mask is None else h_prev * t.recurrent_mask
     factors, through_recurrence, weight_grads = _VARIANTS[spec.reset_after]
     z, per_step, saved = factors(
-        h_prev, h_in, _gates(h_in, x_arrays, t, spec, kept), spec)
+        h_prev, h_in, _gates(h_in, x_arrays, t, spec, kept), spec
+    )
     loop_xs = (upstream, z) + per_step
     del z, per_step
     masked = keep is not None
     if masked:
         loop_xs = loop_xs + (keep > 0,)
-    back_step = _back_step(through_recurrence(t.recurrent_kernel, spec),
-                           t.recurrent_mask, masked)
+    back_step = _back_step(
+        through_recurrence(t.recurrent_kernel, spec), t.recurrent_mask, masked
+    )
     # (On PyTorch `scan` is a Python loop; on TensorFlow an indexed one.)
-    dh_first, g = scan.scan(back_step, dh_next, loop_xs, reverse=True,
-                            indexed=True)
+    dh_first, g = scan.scan(back_step, dh_next, loop_xs, reverse=True, indexed=True)
     del loop_xs
     # From here on vectorized over all steps. Masked steps get exact zeros:
     # `g` is zero there, and the values it multiplies are finite given
@@ -337,8 +370,7 @@ def _gates(h_in, x_arrays, t, spec, kept):
     if kept is not None:
         return tuple(kept[:3]) + ((kept[3],) if spec.reset_after else (None,))
     x = x_arrays if len(x_arrays) == 3 else x_arrays[0]
-    return recurrence.gate_values(h_in, x, t.recurrent_kernel,
-                                  t.candidate_bias, spec)
+    return recurrence.gate_values(h_in, x, t.recurrent_kernel, t.candidate_bias, spec)
 
 
 def _back_step(through_recurrence, recurrent_mask, masked):
@@ -349,6 +381,7 @@ def _back_step(through_recurrence, recurrent_mask, masked):
     `through_recurrence(g_t, xs_t)` is the part of dL/dh_{t-1} that goes
     through `R` (the formula variant's).
     """
+
     def back_step(dh_next, xs):
         g_all = xs[0] + dh_next
         g = ops.where(xs[-1], g_all, 0) if masked else g_all
@@ -370,6 +403,7 @@ def _back_step(through_recurrence, recurrent_mask, masked):
 # (after it). `saved` is a list that `weight_grads` empties as it goes, so
 # that eager backends free each array once it is used.
 
+
 def _factors_reset_after(h_prev, h_in, gates, spec):
     """`(z, (by_gate,), saved)`: `by_gate` `(..., 3, units)` holds
     `[f_z, f_hh * rec_h * r', f_hh * r]`, so that `delta = g * by_gate`."""
@@ -377,8 +411,7 @@ def _factors_reset_after(h_prev, h_in, gates, spec):
     rec_slope = slope_of(spec.recurrent_activation)
     f_z = (h_prev - hh) * rec_slope(z)
     f_hh = (1 - z) * slope_of(spec.activation)(hh)
-    factors = ops.concatenate(
-        [f_z, f_hh * rec_h * rec_slope(r), f_hh * r], axis=-1)
+    factors = ops.concatenate([f_z, f_hh * rec_h * rec_slope(r), f_hh * r], axis=-1)
     # Viewed per gate, so that a step multiplies by broadcasting `g` rather
     # than concatenating three copies (a concatenation costs more than the
     # multiply on PyTorch). What is not returned (r, hh, rec_h: the whole
@@ -403,14 +436,16 @@ def _through_reset_after(recurrent_kernel, spec):
 def _weight_grads_reset_after(g, h_in, saved, t, spec):
     units = spec.units
     by_gate = saved.pop(0)
-    delta = ops.reshape(g[..., None, :] * by_gate,
-                        ops.shape(g)[:-1] + (3 * units,))
+    delta = ops.reshape(g[..., None, :] * by_gate, ops.shape(g)[:-1] + (3 * units,))
     del by_gate
     delta_hh = g * saved.pop(0)
     delta_x = ops.concatenate([delta[..., : 2 * units], delta_hh], axis=-1)
     d_rk = _weight_grad(h_in, delta)
-    d_cb = (None if t.candidate_bias is None
-            else ops.sum(delta[..., 2 * units :], axis=(0, 1)))
+    d_cb = (
+        None
+        if t.candidate_bias is None
+        else ops.sum(delta[..., 2 * units :], axis=(0, 1))
+    )
     return delta_x, d_rk, d_cb
 
 
@@ -446,13 +481,12 @@ def _weight_grads_reset_before(g, h_in, saved, t, spec):
     delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
     delta_x = ops.concatenate([delta_zr, delta_hh], axis=-1)
     d_rk = ops.concatenate(
-        [_weight_grad(h_in, delta_zr), _weight_grad(r * h_in, delta_hh)], -1)
+        [_weight_grad(h_in, delta_zr), _weight_grad(r * h_in, delta_hh)], -1
+    )
     return delta_x, d_rk, None
 
 
 _VARIANTS = {
-    True: (_factors_reset_after, _through_reset_after,
-           _weight_grads_reset_after),
-    False: (_factors_reset_before, _through_reset_before,
-            _weight_grads_reset_before),
+    True: (_factors_reset_after, _through_reset_after, _weight_grads_reset_after),
+    False: (_factors_reset_before, _through_reset_before, _weight_grads_reset_before),
 }

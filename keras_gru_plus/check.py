@@ -50,9 +50,7 @@ def configurations():
         {"use_bias": False},
         {"activation": "relu", "recurrent_activation": "hard_sigmoid"},
     )
-    for reset_after, mask, extra in itertools.product(
-        (True, False), masks, flags
-    ):
+    for reset_after, mask, extra in itertools.product((True, False), masks, flags):
         yield {"reset_after": reset_after, **extra}, mask
 
 
@@ -130,15 +128,16 @@ def use_full_precision():
     backend = keras.backend.backend()
     if backend == "jax":
         importlib.import_module("jax").config.update(
-            "jax_default_matmul_precision", "highest")
+            "jax_default_matmul_precision", "highest"
+        )
     elif backend == "torch":
         torch = importlib.import_module("torch")
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     elif backend == "tensorflow":
         importlib.import_module(
-            "tensorflow").config.experimental.enable_tensor_float_32_execution(
-            False)
+            "tensorflow"
+        ).config.experimental.enable_tensor_float_32_execution(False)
 
 
 def run(verbose=True, full_precision=False):
@@ -158,13 +157,17 @@ def run(verbose=True, full_precision=False):
         from keras_gru_plus import benchmark
 
         gpu = benchmark.accelerator()
-        print(f"keras_gru_plus check on {keras.backend.backend()}"
-              + (f" ({gpu})" if gpu else "")
-              + f", keras {keras.__version__}, tolerance {TOLERANCE:g}"
-              + (", TF32 off" if full_precision else ""))
+        print(
+            f"keras_gru_plus check on {keras.backend.backend()}"
+            + (f" ({gpu})" if gpu else "")
+            + f", keras {keras.__version__}, tolerance {TOLERANCE:g}"
+            + (", TF32 off" if full_precision else "")
+        )
         if gpu and not full_precision:
-            print("On a GPU float32 products may run in TF32 (about 1e-3 "
-                  "relative); --full-precision turns it off.")
+            print(
+                "On a GPU float32 products may run in TF32 (about 1e-3 "
+                "relative); --full-precision turns it off."
+            )
         print(header)
         print("-" * len(header))
     for index, (kwargs, mask_kind) in enumerate(rows, 1):
@@ -179,8 +182,10 @@ def run(verbose=True, full_precision=False):
         ok = out_diff <= TOLERANCE and grad_diff <= TOLERANCE
         failures += not ok
         if verbose:
-            print(f"{name:<80} {out_diff:>11.2e} {grad_diff:>12.2e}  "
-                  f"{'yes' if ok else 'NO'}")
+            print(
+                f"{name:<80} {out_diff:>11.2e} {grad_diff:>12.2e}  "
+                f"{'yes' if ok else 'NO'}"
+            )
     if verbose:
         print(f"{len(rows)} configurations, {failures} over tolerance")
     return failures

@@ -39,11 +39,13 @@ def load_digits(test_fraction=0.25, seed=0):
 
 def build_model(gru_cls, units=64):
     """Input (8 steps, 8 features) -> GRU -> Dense(10) softmax."""
-    model = keras.Sequential([
-        keras.Input((8, 8)),
-        gru_cls(units),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8)),
+            gru_cls(units),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(
         keras.optimizers.Adam(3e-3),
         "sparse_categorical_crossentropy",
@@ -65,29 +67,34 @@ def run(epochs=20, batch_size=32, verbose=1, seed=0):
     builtin = build_model(keras.layers.GRU)
     builtin.set_weights(ours.get_weights())
     results = {}
-    for name, model in (("keras_gru_plus", ours),
-                        ("keras.layers.GRU", builtin)):
+    for name, model in (("keras_gru_plus", ours), ("keras.layers.GRU", builtin)):
         if verbose:
-            print(f"\nTraining with {name} on {len(x_train)} digits "
-                  f"({keras.backend.backend()} backend)")
+            print(
+                f"\nTraining with {name} on {len(x_train)} digits "
+                f"({keras.backend.backend()} backend)"
+            )
         keras.utils.set_random_seed(seed)
         start = time.perf_counter()
         history = model.fit(
-            x_train, y_train, epochs=epochs, batch_size=batch_size,
-            validation_data=(x_test, y_test), verbose=verbose,
+            x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=batch_size,
+            validation_data=(x_test, y_test),
+            verbose=verbose,
         )
         seconds = time.perf_counter() - start
         _, accuracy = model.evaluate(x_test, y_test, verbose=0)
         results[name] = {
             "test_accuracy": float(accuracy),
             "train_seconds": seconds,
-            "history": {k: [float(v) for v in vs]
-                        for k, vs in history.history.items()},
+            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         }
     if verbose:
-        print(f"\nHeld-out accuracy on {len(x_test)} digits after {epochs} "
-              "epochs:")
+        print(f"\nHeld-out accuracy on {len(x_test)} digits after {epochs} epochs:")
         for name, r in results.items():
-            print(f"  {name:<18} {r['test_accuracy']:.4f}   "
-                  f"(trained in {r['train_seconds']:.1f} s)")
+            print(
+                f"  {name:<18} {r['test_accuracy']:.4f}   "
+                f"(trained in {r['train_seconds']:.1f} s)"
+            )
     return results

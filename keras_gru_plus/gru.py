@@ -12,7 +12,6 @@ from keras_gru_plus import sequence as sequence_module
 from keras_gru_plus import validation
 from keras_gru_plus.gru_cell import GRUCell
 
-
 _UNROLL_NEEDS_TIME = (
     "Cannot unroll a GRU when the time dimension is undefined: got inputs "
     "of shape {shape}. Pass a `shape` with the number of steps to "
@@ -258,17 +257,13 @@ class GRU(keras.Layer):
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
         input_dim = self.cell.kernel.shape[0]
-        validation.check_sequence(
-            tuple(inputs.shape), self.time_major, input_dim
-        )
+        validation.check_sequence(tuple(inputs.shape), self.time_major, input_dim)
         if self.time_major:
             time, batch = inputs.shape[0], inputs.shape[1]
         else:
             batch, time = inputs.shape[0], inputs.shape[1]
         if self.unroll and time is None:
-            raise ValueError(
-                _UNROLL_NEEDS_TIME.format(shape=tuple(inputs.shape))
-            )
+            raise ValueError(_UNROLL_NEEDS_TIME.format(shape=tuple(inputs.shape)))
         # On the backend's device: on PyTorch a tensor passed from the CPU
         # to a layer on a GPU moves there (keras.layers.GRU's first op
         # moves it too); elsewhere this changes nothing.
@@ -290,9 +285,9 @@ class GRU(keras.Layer):
                 )
         dynamic_batch = ops.shape(inputs)[1 if self.time_major else 0]
         if initial_state is not None:
-            h0 = ops.convert_to_tensor(validation.check_initial_state(
-                initial_state, batch, self.cell.units
-            ))
+            h0 = ops.convert_to_tensor(
+                validation.check_initial_state(initial_state, batch, self.cell.units)
+            )
         elif self.stateful:
             # A copy, so that assigning the new state later leaves the
             # autograd graph of this call intact on PyTorch.
@@ -302,9 +297,7 @@ class GRU(keras.Layer):
         h0 = ops.cast(h0, self.compute_dtype)
 
         # Time-major from here on: the loop slices axis 0.
-        sequence = inputs if self.time_major else ops.transpose(
-            inputs, (1, 0, 2)
-        )
+        sequence = inputs if self.time_major else ops.transpose(inputs, (1, 0, 2))
         if mask is not None:
             # (`run_sequence` casts it to bool.)
             if not self.time_major:
@@ -332,11 +325,19 @@ class GRU(keras.Layer):
                 mask = ops.flip(mask, axis=0)
 
         weights = recurrence.GRUWeights(
-            kernel, recurrent_kernel, projection_bias, candidate_bias,
-            input_masks, recurrent_masks,
+            kernel,
+            recurrent_kernel,
+            projection_bias,
+            candidate_bias,
+            input_masks,
+            recurrent_masks,
         )
         last_output, outputs, state = sequence_module.run_sequence(
-            sequence, h0, weights, cell.spec, mask=mask,
+            sequence,
+            h0,
+            weights,
+            cell.spec,
+            mask=mask,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
             unroll=self.unroll,
@@ -346,9 +347,7 @@ class GRU(keras.Layer):
         if self.stateful:
             self.states[0].assign(ops.cast(state, self.states[0].dtype))
         if self.return_sequences:
-            output = outputs if self.time_major else ops.transpose(
-                outputs, (1, 0, 2)
-            )
+            output = outputs if self.time_major else ops.transpose(outputs, (1, 0, 2))
         else:
             output = last_output
         if self.return_state:
@@ -360,31 +359,17 @@ class GRU(keras.Layer):
         config = {
             "units": cell.units,
             "activation": activations.serialize(cell.activation),
-            "recurrent_activation": activations.serialize(
-                cell.recurrent_activation
-            ),
+            "recurrent_activation": activations.serialize(cell.recurrent_activation),
             "use_bias": cell.use_bias,
-            "kernel_initializer": initializers.serialize(
-                cell.kernel_initializer
-            ),
-            "recurrent_initializer": initializers.serialize(
-                cell.recurrent_initializer
-            ),
+            "kernel_initializer": initializers.serialize(cell.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(cell.recurrent_initializer),
             "bias_initializer": initializers.serialize(cell.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(
-                cell.kernel_regularizer
-            ),
-            "recurrent_regularizer": regularizers.serialize(
-                cell.recurrent_regularizer
-            ),
+            "kernel_regularizer": regularizers.serialize(cell.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(cell.recurrent_regularizer),
             "bias_regularizer": regularizers.serialize(cell.bias_regularizer),
-            "activity_regularizer": regularizers.serialize(
-                self.activity_regularizer
-            ),
+            "activity_regularizer": regularizers.serialize(self.activity_regularizer),
             "kernel_constraint": constraints.serialize(cell.kernel_constraint),
-            "recurrent_constraint": constraints.serialize(
-                cell.recurrent_constraint
-            ),
+            "recurrent_constraint": constraints.serialize(cell.recurrent_constraint),
             "bias_constraint": constraints.serialize(cell.bias_constraint),
             "dropout": cell.dropout,
             "recurrent_dropout": cell.recurrent_dropout,
@@ -441,9 +426,7 @@ class GRU(keras.Layer):
 
     def get_initial_state(self, batch_size):
         """Zero state `[(batch_size, units)]` in the compute dtype."""
-        return [
-            ops.zeros((batch_size, self.cell.units), dtype=self.compute_dtype)
-        ]
+        return [ops.zeros((batch_size, self.cell.units), dtype=self.compute_dtype)]
 
     # State of a stateful layer.
 
@@ -515,9 +498,7 @@ class GRU(keras.Layer):
             `None` when `dropout == 0`, else a mask or a list of `count`.
             The next call of the layer uses (then clears) the cached mask.
         """
-        return self.cell.get_dropout_mask_for_cell(
-            self._step(inputs), training, count
-        )
+        return self.cell.get_dropout_mask_for_cell(self._step(inputs), training, count)
 
     def get_recurrent_dropout_mask_for_cell(self, inputs, training, count=1):
         """Recurrent dropout mask `(batch, units)`, cached until reset.
@@ -556,14 +537,10 @@ class GRU(keras.Layer):
         try:
             input_masks = recurrent_masks = None
             if training and cell.dropout > 0:
-                masks = cell.get_dropout_mask_for_cell(
-                    step_input, True, count
-                )
+                masks = cell.get_dropout_mask_for_cell(step_input, True, count)
                 input_masks = tuple(masks) if count > 1 else (masks,)
             if training and cell.recurrent_dropout > 0:
-                masks = cell.get_recurrent_dropout_mask_for_cell(
-                    h0, True, count
-                )
+                masks = cell.get_recurrent_dropout_mask_for_cell(h0, True, count)
                 recurrent_masks = tuple(masks) if count > 1 else (masks,)
         finally:
             cell.reset_dropout_mask()

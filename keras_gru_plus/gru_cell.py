@@ -167,8 +167,9 @@ class GRUCell(keras.Layer):
     def spec(self):
         """The `recurrence.GRUSpec` of the cell: units, activations,
         `reset_after`."""
-        return recurrence.GRUSpec(self.units, self.activation,
-                                  self.recurrent_activation, self.reset_after)
+        return recurrence.GRUSpec(
+            self.units, self.activation, self.recurrent_activation, self.reset_after
+        )
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -196,9 +197,7 @@ class GRUCell(keras.Layer):
             # rows of one (2, 3 * units) array. The shape differs on purpose
             # from CuDNNGRU's flat (6 * units,) so weight files tell them
             # apart.
-            bias_shape = (
-                (2, 3 * self.units) if self.reset_after else (3 * self.units,)
-            )
+            bias_shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
             self.bias = self.add_weight(
                 shape=bias_shape,
                 name="bias",
@@ -213,9 +212,7 @@ class GRUCell(keras.Layer):
         nested = isinstance(states, (list, tuple))
         h_tm1 = states[0] if nested else states
         input_masks = self.step_masks(inputs, h_tm1, training, recurrent=False)
-        recurrent_masks = self.step_masks(
-            inputs, h_tm1, training, recurrent=True
-        )
+        recurrent_masks = self.step_masks(inputs, h_tm1, training, recurrent=True)
         projection_bias, candidate_bias = recurrence.split_bias(
             self.bias, self.reset_after, self.units
         )
@@ -223,8 +220,12 @@ class GRUCell(keras.Layer):
             inputs, self.kernel, projection_bias, self.units, input_masks
         )
         h = recurrence.gru_step(
-            h_tm1, projected, self.recurrent_kernel, candidate_bias,
-            self.spec, recurrent_masks,
+            h_tm1,
+            projected,
+            self.recurrent_kernel,
+            candidate_bias,
+            self.spec,
+            recurrent_masks,
         )
         return h, ([h] if nested else h)
 
@@ -232,28 +233,16 @@ class GRUCell(keras.Layer):
         config = {
             "units": self.units,
             "activation": activations.serialize(self.activation),
-            "recurrent_activation": activations.serialize(
-                self.recurrent_activation
-            ),
+            "recurrent_activation": activations.serialize(self.recurrent_activation),
             "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(
-                self.kernel_initializer
-            ),
-            "recurrent_initializer": initializers.serialize(
-                self.recurrent_initializer
-            ),
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
             "bias_initializer": initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize(
-                self.kernel_regularizer
-            ),
-            "recurrent_regularizer": regularizers.serialize(
-                self.recurrent_regularizer
-            ),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "recurrent_regularizer": regularizers.serialize(self.recurrent_regularizer),
             "bias_regularizer": regularizers.serialize(self.bias_regularizer),
             "kernel_constraint": constraints.serialize(self.kernel_constraint),
-            "recurrent_constraint": constraints.serialize(
-                self.recurrent_constraint
-            ),
+            "recurrent_constraint": constraints.serialize(self.recurrent_constraint),
             "bias_constraint": constraints.serialize(self.bias_constraint),
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
@@ -343,9 +332,7 @@ class GRUCell(keras.Layer):
         """
         if self.recurrent_dropout == 0:
             return None
-        like = ops.zeros(
-            (ops.shape(inputs)[0], self.units), dtype=self.compute_dtype
-        )
+        like = ops.zeros((ops.shape(inputs)[0], self.units), dtype=self.compute_dtype)
         return self._cached_masks(
             self._recurrent_dropout_masks,
             like,
@@ -371,11 +358,7 @@ class GRUCell(keras.Layer):
         rate = self.recurrent_dropout if recurrent else self.dropout
         if not training or rate == 0:
             return None
-        cache = (
-            self._recurrent_dropout_masks
-            if recurrent
-            else self._dropout_masks
-        )
+        cache = self._recurrent_dropout_masks if recurrent else self._dropout_masks
         masks = cache.get((self.dropout_mask_count, True))
         if masks is None:
             like = h_tm1 if recurrent else inputs

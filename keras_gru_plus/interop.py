@@ -37,7 +37,6 @@ import numpy as np
 from keras_gru_plus.gru import GRU
 from keras_gru_plus.swap_batch_time import SwapBatchTime
 
-
 _TORCH_ACTIVATIONS = {"activation": "tanh", "recurrent_activation": "sigmoid"}
 # Keras 2 GRU config keys without effect on the numbers and no Keras 3
 # argument: TensorFlow's variable caching inside `tf.while_loop`.
@@ -179,13 +178,10 @@ def from_torch(module):
         if k > 0 and module.dropout > 0:
             layers.append(keras.layers.Dropout(module.dropout))
         if bidirectional:
-            layers.append(
-                keras.layers.Bidirectional(make_gru(), merge_mode="concat")
-            )
+            layers.append(keras.layers.Bidirectional(make_gru(), merge_mode="concat"))
         else:
             layers.append(make_gru())
-    grus = [layer for layer in layers if not isinstance(
-        layer, keras.layers.Dropout)]
+    grus = [layer for layer in layers if not isinstance(layer, keras.layers.Dropout)]
 
     input_shape = (None, None, module.input_size)
     if len(layers) == 1 and not wrap_time_major:
@@ -200,9 +196,7 @@ def from_torch(module):
     for k, layer in enumerate(grus):
         if bidirectional:
             layer.forward_layer.set_weights(_torch_gru_weights(module, k, ""))
-            layer.backward_layer.set_weights(
-                _torch_gru_weights(module, k, "_reverse")
-            )
+            layer.backward_layer.set_weights(_torch_gru_weights(module, k, "_reverse"))
         else:
             layer.set_weights(_torch_gru_weights(module, k, ""))
     return result
@@ -310,8 +304,7 @@ def to_torch_state_dict(layer):
     torch = _import_torch("to_torch_state_dict")
     if isinstance(layer, keras.Sequential):
         members = [
-            member for member in layer.layers
-            if not isinstance(member, _SKIPPED)
+            member for member in layer.layers if not isinstance(member, _SKIPPED)
         ]
         if not members:
             raise ValueError(

@@ -198,7 +198,8 @@ def override(**fields):
     if unknown:
         raise TypeError(
             f"policy.override: unknown fields {sorted(unknown)}; expected "
-            f"fields of BackendPolicy.")
+            f"fields of BackendPolicy."
+        )
     _overrides.append(fields)
     try:
         yield
@@ -259,8 +260,14 @@ class Plan:
     parallel: int = 1
 
 
-def plan(n_steps, training, return_sequences, unroll=False,
-         recurrent_mask_count=0, known_slopes=True):
+def plan(
+    n_steps,
+    training,
+    return_sequences,
+    unroll=False,
+    recurrent_mask_count=0,
+    known_slopes=True,
+):
     """The `Plan` of one call, chosen from the current policy.
 
     Args:
@@ -284,22 +291,23 @@ def plan(n_steps, training, return_sequences, unroll=False,
     elif not training and policy.project_in_step:
         if return_sequences:
             groups = whole_blocks(n_steps, policy.sequence_block_steps)
-            parallel = (policy.parallel_blocks if groups
-                        else policy.parallel_steps)
+            parallel = policy.parallel_blocks if groups else policy.parallel_steps
         else:
             groups, parallel = None, 1
-        chosen = Plan("step_projection", block=groups, split_gates=split,
-                      parallel=parallel)
+        chosen = Plan(
+            "step_projection", block=groups, split_gates=split, parallel=parallel
+        )
     elif not training:
         chosen = Plan("inference", block=block, split_gates=split)
     elif known_slopes and recurrent_mask_count <= 1:
         short = block is not None and long_block is None
         chosen = Plan(
-            "bptt", block=block,
+            "bptt",
+            block=block,
             keep_gates=policy.keep_gates and long_block is None,
-            block_loop=("python" if short and policy.python_short_blocks
-                        else "scan"),
-            split_gates=split)
+            block_loop=("python" if short and policy.python_short_blocks else "scan"),
+            split_gates=split,
+        )
     else:
         chosen = Plan("autodiff", split_gates=split)
     for plans in _recorders:

@@ -1,34 +1,67 @@
-"""The GRU step as small pure functions over `keras.ops`.
+"""The GRU step as small pure functions over `keras.ops`, and its equations.
 
 Conventions shared by every function here, and by `keras.layers.GRU`:
 
 - Gate order in every fused weight is (z, r, h): update gate, reset gate,
-  candidate. `kernel` is `(input_dim, 3 * units)`, `recurrent_kernel` is
-  `(units, 3 * units)`.
+  candidate. `kernel` `W` is `(input_dim, 3 * units)`, `recurrent_kernel`
+  `R` is `(units, 3 * units)`.
 - `reset_after=True` (the default, cuDNN compatible) keeps two biases, one
-  for the input projection and one for the recurrent projection, stored as a
-  `(2, 3 * units)` array; the reset gate multiplies the *result* of the
-  recurrent matmul:
+  for the input projection and one for the recurrent projection, stored as
+  a `(2, 3 * units)` array; the reset gate multiplies the *result* of the
+  recurrent matmul. `reset_after=False` (the original 2014 formulation) has
+  one `(3 * units,)` bias and applies the reset gate *before* the matmul.
+- The input projection `x W + b` of every time step is one matmul made
+  before the loop (or before each block of steps), kept packed as
+  `(..., 3 * units)` in gate order, or split per gate where the policy says
+  so. The recurrent biases of z and r are added to it there too (they are
+  outside the reset gate), so a step adds only `rb_h`, which the reset gate
+  multiplies.
 
-      z  = recurrent_activation(x W_z + b_z + h R_z + rb_z)
-      r  = recurrent_activation(x W_r + b_r + h R_r + rb_r)
-      hh = activation(x W_h + b_h + r * (h R_h + rb_h))
-      h' = z * h + (1 - z) * hh
+The forward equations (one step; `σ` the recurrent activation, `φ` the
+activation, `*` elementwise, `x_z, x_r, x_h` the three gates' columns of
+`x W + b`):
 
-- `reset_after=False` (the original 2014 formulation) has one `(3 * units,)`
-  bias and applies the reset gate *before* the recurrent matmul:
+    z      = σ(x_z + h R_z + rb_z)
+    r      = σ(x_r + h R_r + rb_r)
+    rec_h  = h R_h + rb_h                       (reset_after=True)
+    hh     = φ(x_h + r * rec_h)                 (reset_after=True)
+    hh     = φ(x_h + (r * h) R_h)               (reset_after=False)
+    h'     = z * h + (1 - z) * hh  =  hh + z * (h - hh)
 
-      hh = activation(x W_h + b_h + (r * h) R_h)
+With recurrent dropout, `h` entering `R` is `h_in = h * m_h` (one mask per
+sequence); the interpolation uses the undropped `h`.
 
-The input projection `x W + b` of every time step is one matmul made before
-the loop (or before each block of steps of a long sequence), kept packed as
-`(..., 3 * units)` in gate order. The recurrent
-biases of z and r are added to it there too (they are outside the reset
-gate), so a step adds only `rb_h`, which the reset gate multiplies.
+The backward equations (`bptt`), in the same names. `g` is dL/dh' of the
+step: its upstream gradient plus what the next step sends back (zero at a
+masked step, which passes dL/dh' straight to dL/dh). Slopes are taken from
+the outputs: `σ'(z)`, `σ'(r)`, `φ'(hh)`.
+
+    f_z     = (h - hh) * σ'(z)              delta_z  = g * f_z
+    f_hh    = (1 - z) * φ'(hh)              delta_hh = g * f_hh
+  reset_after=True:
+    by_gate = [f_z, f_hh * rec_h * σ'(r), f_hh * r]      (..., 3, units)
+    delta   = g * by_gate = [delta_z, delta_r, delta_rec_h]
+    dL/dh   = g * z + (delta R^T) * m_h
+  reset_after=False:
+    d_rh    = delta_hh R_h^T                dL/d(r * h_in)
+    q       = h_in * σ'(r)                  delta_r  = d_rh * q
+    dL/dh   = g * z + (d_rh * r + [delta_z, delta_r] R_zr^T) * m_h
+
+Only `dL/dh` is sequential; the rest are matmuls over all steps of a block
+(`H` the states entering `R`, `X` the dropped-out inputs, `delta_x` =
+dL/d(x W + b) = `[delta_z, delta_r, delta_hh]`):
+
+    dR     = H^T delta                                  (reset_after=True)
+    dR     = [H^T [delta_z, delta_r],  (r * H)^T delta_hh]   (False)
+    d rb_h = sum delta_rec_h
+    dW     = X^T delta_x      db = sum delta_x      dx = (delta_x W^T) * m_x
+
+The bias gradients reach the stored `(2, 3 * units)` bias through
+`split_bias` (autodiff of a slice and a sum).
 """
 
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 from typing import NamedTuple
 
 from keras import activations
@@ -71,6 +104,7 @@ class GRUWeights(NamedTuple):
     input_masks: Any = None
     recurrent_masks: Any = None
 
+
 # Activations known to act elementwise: z and r then go through one call on
 # a `(batch, 2 * units)` tensor. Any other is applied to each gate apart.
 ELEMENTWISE = (
@@ -101,8 +135,10 @@ def split_bias(bias, reset_after, units):
         return bias, None
     input_bias, recurrent_bias = bias[0], bias[1]
     projection_bias = ops.concatenate(
-        [input_bias[: 2 * units] + recurrent_bias[: 2 * units],
-         input_bias[2 * units :]],
+        [
+            input_bias[: 2 * units] + recurrent_bias[: 2 * units],
+            input_bias[2 * units :],
+        ],
         axis=0,
     )
     return projection_bias, recurrent_bias[2 * units :]
@@ -151,12 +187,15 @@ def _gates_zr(pre, units, recurrent_activation):
     if recurrent_activation in ELEMENTWISE:
         zr = recurrent_activation(pre)
         return zr[..., :units], zr[..., units:]
-    return (recurrent_activation(pre[..., :units]),
-            recurrent_activation(pre[..., units:]))
+    return (
+        recurrent_activation(pre[..., :units]),
+        recurrent_activation(pre[..., units:]),
+    )
 
 
-def gate_values(h_in, x, recurrent_kernel, candidate_bias, spec,
-                recurrent_masks=None, h_tm1=None):
+def gate_values(
+    h_in, x, recurrent_kernel, candidate_bias, spec, recurrent_masks=None, h_tm1=None
+):
     """z, r, the candidate and its recurrent term, for any leading shape.
 
     Args:
@@ -212,8 +251,7 @@ def gate_values(h_in, x, recurrent_kernel, candidate_bias, spec,
         z = recurrent_activation(x_z + rec_zr[..., :units])
         r = recurrent_activation(x_r + rec_zr[..., units:])
     else:
-        z, r = _gates_zr(x[..., : 2 * units] + rec_zr, units,
-                         recurrent_activation)
+        z, r = _gates_zr(x[..., : 2 * units] + rec_zr, units, recurrent_activation)
         x_h = x[..., 2 * units :]
     if reset_after:
         hh = activation(x_h + r * rec_h)
@@ -223,8 +261,7 @@ def gate_values(h_in, x, recurrent_kernel, candidate_bias, spec,
     return z, r, hh, rec_h
 
 
-def gru_step(h_tm1, x, recurrent_kernel, candidate_bias, spec,
-             recurrent_masks=None):
+def gru_step(h_tm1, x, recurrent_kernel, candidate_bias, spec, recurrent_masks=None):
     """One GRU step from the projected inputs `x` `(batch, 3 * units)` (or
     split per gate), as `gate_values` takes them.
 
@@ -237,8 +274,9 @@ def gru_step(h_tm1, x, recurrent_kernel, candidate_bias, spec,
     h_in = h_tm1
     if recurrent_masks is not None and len(recurrent_masks) == 1:
         h_in = h_tm1 * recurrent_masks[0]
-    z, _, hh, _ = gate_values(h_in, x, recurrent_kernel, candidate_bias,
-                              spec, recurrent_masks, h_tm1)
+    z, _, hh, _ = gate_values(
+        h_in, x, recurrent_kernel, candidate_bias, spec, recurrent_masks, h_tm1
+    )
     # Previous state and candidate mixed by the update gate:
     # z * h + (1 - z) * hh, written with one product.
     return hh + z * (h_tm1 - hh)

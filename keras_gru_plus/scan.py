@@ -1,4 +1,9 @@
-"""`keras.ops.scan` over several time-major arrays, on every backend.
+"""The engine's loops: `scan`, `final_carry`, `python_loop`, and the one
+loop over blocks of steps, `blocks_loop`.
+
+How each loop runs on the backend in use is the policy's
+(`policy.current()`): a Python loop on eager backends, TensorFlow's loops
+indexed by step and in groups of unrolled steps, which state-only loop.
 
 Keras' TensorFlow `scan` fails when it is given several `xs` whose length
 is unknown when traced (its static-length check dereferences `None`), as
@@ -40,20 +45,20 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
     if indexed and current.indexed_loops:
         groups = policy.whole_blocks(n_steps, current.step_groups)
         if groups and not isinstance(init, (tuple, list)):
-            return unrolled_blocks(step, init, xs, groups, reverse=reverse,
-                                   indexed=True, parallel=parallel)
+            return unrolled_blocks(
+                step, init, xs, groups, reverse=reverse, indexed=True, parallel=parallel
+            )
 
         def indexed_step(carry, t):
             return step(carry, tuple(x[t] for x in xs))
 
         steps = ops.arange(ops.shape(xs[0])[0])
-        return ops.scan(indexed_step, init, steps, reverse=reverse,
-                        unroll=parallel)
+        return ops.scan(indexed_step, init, steps, reverse=reverse, unroll=parallel)
     if n_steps is not None or len(xs) == 1:
-        return ops.scan(step, init, tuple(xs), reverse=reverse,
-                        unroll=parallel)
-    return ops.scan(_unpacking(step, xs), init, _pack(xs), reverse=reverse,
-                    unroll=parallel)
+        return ops.scan(step, init, tuple(xs), reverse=reverse, unroll=parallel)
+    return ops.scan(
+        _unpacking(step, xs), init, _pack(xs), reverse=reverse, unroll=parallel
+    )
 
 
 def _pack(xs):
@@ -98,15 +103,27 @@ def in_blocks(xs, block):
     n_steps = xs[0].shape[0]
     head = (n_steps // block) * block
     blocks = tuple(
-        ops.reshape(x if head == n_steps else x[:head],
-                    (head // block, block) + ops.shape(x)[1:])
-        for x in xs)
+        ops.reshape(
+            x if head == n_steps else x[:head],
+            (head // block, block) + ops.shape(x)[1:],
+        )
+        for x in xs
+    )
     rest = tuple(x[head:] for x in xs) if head < n_steps else None
     return blocks, rest
 
 
-def blocks_loop(run_block, init, xs, block, step_like=(), total_like=(),
-                loop=None, reverse=False, **loop_options):
+def blocks_loop(
+    run_block,
+    init,
+    xs,
+    block,
+    step_like=(),
+    total_like=(),
+    loop=None,
+    reverse=False,
+    **loop_options,
+):
     """The one loop over blocks of `block` steps of time-major arrays.
 
     `run_block(carry, xs_b) -> (carry, ys_b, totals_b)` runs the steps of
@@ -138,40 +155,32 @@ def blocks_loop(run_block, init, xs, block, step_like=(), total_like=(),
     if n_steps is None or n_steps < block:
         raise ValueError(
             "blocks_loop needs a length known when traced and at least one "
-            f"whole block of {block} steps; received {n_steps} steps.")
+            f"whole block of {block} steps; received {n_steps} steps."
+        )
     state_only = not step_like and not total_like
     if state_only and (reverse or loop is not None):
         raise ValueError(
             "blocks_loop without outputs runs a forward state-only loop; "
-            f"received reverse={reverse}, loop={loop}.")
+            f"received reverse={reverse}, loop={loop}."
+        )
     blocks, rest = in_blocks(xs, block)
     rest_out = None
     if reverse and rest is not None:
         init, *rest_out = run_block(init, rest)
     if state_only:
-        carry = final_carry(lambda c, b: (run_block(c, b)[0], None), init,
-                            blocks)
+        carry = final_carry(lambda c, b: (run_block(c, b)[0], None), init, blocks)
         ys = totals = ()
     else:
-        n_ys = len(step_like)
-
-        def outer(carry, b):
-            carry, ys_b, totals_b = run_block(carry[0], b)
-            # One flat tuple as both carry and output: TensorFlow's `scan`
-            # wants every output shaped like the carry.
-            out = (carry,) + tuple(ys_b) + tuple(totals_b)
-            return out, out
-
-        zeros = tuple(
-            ops.broadcast_to(ops.expand_dims(ops.zeros_like(a), 0),
-                             (block,) + tuple(ops.shape(a)))
-            for a in step_like) + tuple(ops.zeros_like(a) for a in total_like)
-        last, outs = (loop or scan)(outer, (init,) + zeros, blocks,
-                                    reverse=reverse, **loop_options)
-        carry = last[0]
-        ys = tuple(ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:]))
-                   for y in outs[1 : 1 + n_ys])
-        totals = tuple(ops.sum(t, axis=0) for t in outs[1 + n_ys :])
+        carry, ys, totals = _whole_blocks(
+            run_block,
+            init,
+            blocks,
+            step_like,
+            total_like,
+            loop or scan,
+            reverse=reverse,
+            **loop_options,
+        )
     if rest is not None:
         if not reverse:
             carry, *rest_out = run_block(carry, rest)
@@ -179,6 +188,35 @@ def blocks_loop(run_block, init, xs, block, step_like=(), total_like=(),
         ys = tuple(ops.concatenate([a, b], 0) for a, b in zip(ys, ys_rest))
         totals = tuple(a + b for a, b in zip(totals, totals_rest))
     return carry, ys, totals
+
+
+def _whole_blocks(
+    run_block, init, blocks, step_like, total_like, loop, reverse=False, **loop_options
+):
+    """`blocks_loop`'s `loop` over the whole blocks `(n_blocks, block, ...)`:
+    `(carry, ys, totals)`."""
+    block = blocks[0].shape[1]
+
+    def outer(carry, b):
+        carry, ys_b, totals_b = run_block(carry[0], b)
+        # One flat tuple as both carry and output: TensorFlow's `scan`
+        # wants every output shaped like the carry.
+        out = (carry,) + tuple(ys_b) + tuple(totals_b)
+        return out, out
+
+    zeros = tuple(
+        ops.broadcast_to(
+            ops.expand_dims(ops.zeros_like(a), 0), (block,) + tuple(ops.shape(a))
+        )
+        for a in step_like
+    ) + tuple(ops.zeros_like(a) for a in total_like)
+    last, outs = loop(outer, (init,) + zeros, blocks, reverse=reverse, **loop_options)
+    n_ys = len(step_like)
+    ys = tuple(
+        ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:])) for y in outs[1 : 1 + n_ys]
+    )
+    totals = tuple(ops.sum(t, axis=0) for t in outs[1 + n_ys :])
+    return last[0], ys, totals
 
 
 def unrolled_blocks(step, init, xs, block, reverse=False, **loop_options):
@@ -189,13 +227,14 @@ def unrolled_blocks(step, init, xs, block, reverse=False, **loop_options):
     `step(carry, xs_t) -> (carry, y_t)`, with a single tensor as the carry
     and `y_t` shaped like it. `loop_options` go to the `scan` of blocks.
     """
+
     def run_block(carry, parts):
         carry, ys = python_loop(step, carry, parts, reverse)
         return carry, (ys,), ()
 
-    carry, (ys,), _ = blocks_loop(run_block, init, xs, block,
-                                  step_like=(init,), reverse=reverse,
-                                  **loop_options)
+    carry, (ys,), _ = blocks_loop(
+        run_block, init, xs, block, step_like=(init,), reverse=reverse, **loop_options
+    )
     return carry, ys
 
 
@@ -212,8 +251,7 @@ def final_carry(step, init, xs):
             carry = step(carry, tuple(x[t] for x in xs))[0]
         return carry
     if state_loop == "scan":
-        carry, _ = ops.scan(lambda c, x_t: (step(c, x_t)[0], None), init,
-                            tuple(xs))
+        carry, _ = ops.scan(lambda c, x_t: (step(c, x_t)[0], None), init, tuple(xs))
         return carry
 
     def body(t, carry):

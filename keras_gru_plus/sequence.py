@@ -22,9 +22,17 @@ from keras_gru_plus import recurrence
 from keras_gru_plus import scan
 
 
-def run_sequence(x, initial_state, weights, spec, mask=None,
-                 zero_output_for_mask=False, return_sequences=True,
-                 unroll=False, training=False):
+def run_sequence(
+    x,
+    initial_state,
+    weights,
+    spec,
+    mask=None,
+    zero_output_for_mask=False,
+    return_sequences=True,
+    unroll=False,
+    training=False,
+):
     """Runs the recurrence over a time-major sequence.
 
     The steps are taken in the order of axis 0; the caller reverses the
@@ -55,31 +63,36 @@ def run_sequence(x, initial_state, weights, spec, mask=None,
         `(time, batch, units)` or `None` when `return_sequences=False`.
     """
     chosen = policy.plan(
-        x.shape[0], bool(training), return_sequences, unroll,
+        x.shape[0],
+        bool(training),
+        return_sequences,
+        unroll,
         recurrent_mask_count=len(weights.recurrent_masks or ()),
-        known_slopes=bptt.supports(spec))
+        known_slopes=bptt.supports(spec),
+    )
     if mask is not None:
         mask = ops.cast(mask, "bool")
         if training:
             x = ops.where(ops.expand_dims(mask, -1), x, 0)
-    h, states = RUNNERS[chosen.runner](chosen, x, initial_state, weights,
-                                       spec, mask, return_sequences)
-    return _masked_outputs(h, states if return_sequences else None, mask,
-                           zero_output_for_mask)
+    h, states = RUNNERS[chosen.runner](
+        chosen, x, initial_state, weights, spec, mask, return_sequences
+    )
+    return _masked_outputs(
+        h, states if return_sequences else None, mask, zero_output_for_mask
+    )
 
 
 def _step_function(weights, spec, masked, split):
     """The loop step `(h, xs_t) -> (h_next, h_next)`: `xs_t` holds the
     step's projected inputs (one packed array, or three per gate with
     `split`), then its mask `(batch, 1)` if `masked`."""
-    step_kernel = recurrence.kernel_parts(weights.recurrent_kernel,
-                                          spec.reset_after)
+    step_kernel = recurrence.kernel_parts(weights.recurrent_kernel, spec.reset_after)
 
     def step(h, xs_t):
         x_t = tuple(xs_t[:3]) if split else xs_t[0]
-        h_next = recurrence.gru_step(h, x_t, step_kernel,
-                                     weights.candidate_bias, spec,
-                                     weights.recurrent_masks)
+        h_next = recurrence.gru_step(
+            h, x_t, step_kernel, weights.candidate_bias, spec, weights.recurrent_masks
+        )
         if masked:
             h_next = ops.where(xs_t[-1], h_next, h)
         return h_next, h_next
@@ -91,26 +104,24 @@ def _loop_inputs(x, weights, spec, mask, split):
     """The arrays a loop takes: the projection of `x` (split per gate with
     `split`), then the mask `(time, batch, 1)` if any."""
     projected = recurrence.project_inputs(
-        x, weights.kernel, weights.projection_bias, spec.units,
-        weights.input_masks)
-    arrays = (recurrence.split_gates(projected, spec.units) if split
-              else (projected,))
+        x, weights.kernel, weights.projection_bias, spec.units, weights.input_masks
+    )
+    arrays = recurrence.split_gates(projected, spec.units) if split else (projected,)
     return arrays + (() if mask is None else (ops.expand_dims(mask, -1),))
 
 
 def _unrolled(plan, x, h0, weights, spec, mask, return_sequences):
     """`unroll=True`: a Python loop over the projected steps, autodiff."""
     step = _step_function(weights, spec, mask is not None, plan.split_gates)
-    return scan.python_loop(step, h0,
-                            _loop_inputs(x, weights, spec, mask,
-                                         plan.split_gates))
+    return scan.python_loop(
+        step, h0, _loop_inputs(x, weights, spec, mask, plan.split_gates)
+    )
 
 
 def _autodiff(plan, x, h0, weights, spec, mask, return_sequences):
     """Training without the hand-written backward pass: `keras.ops.scan`."""
     step = _step_function(weights, spec, mask is not None, plan.split_gates)
-    return scan.scan(step, h0, _loop_inputs(x, weights, spec, mask,
-                                            plan.split_gates))
+    return scan.scan(step, h0, _loop_inputs(x, weights, spec, mask, plan.split_gates))
 
 
 def _bptt(plan, x, h0, weights, spec, mask, return_sequences):
@@ -126,17 +137,25 @@ def _inference(plan, x, h0, weights, spec, mask, return_sequences):
     step = _step_function(weights, spec, mask is not None, plan.split_gates)
 
     def run_block(h, parts):
-        arrays = _loop_inputs(parts[0], weights, spec,
-                              parts[1] if mask is not None else None,
-                              plan.split_gates)
+        arrays = _loop_inputs(
+            parts[0],
+            weights,
+            spec,
+            parts[1] if mask is not None else None,
+            plan.split_gates,
+        )
         if not return_sequences:
             return scan.final_carry(step, h, arrays), (), ()
         h, states = scan.scan(step, h, arrays)
         return h, (states,), ()
 
     h, ys, _ = scan.blocks_loop(
-        run_block, h0, (x,) + (() if mask is None else (mask,)), plan.block,
-        step_like=(h0,) if return_sequences else ())
+        run_block,
+        h0,
+        (x,) + (() if mask is None else (mask,)),
+        plan.block,
+        step_like=(h0,) if return_sequences else (),
+    )
     return h, (ys[0] if return_sequences else None)
 
 
@@ -156,8 +175,9 @@ def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
     if not return_sequences:
         return scan.final_carry(projected_step, h0, xs), None
     if plan.block is not None:
-        return scan.unrolled_blocks(projected_step, h0, xs, plan.block,
-                                    parallel=plan.parallel)
+        return scan.unrolled_blocks(
+            projected_step, h0, xs, plan.block, parallel=plan.parallel
+        )
     return scan.scan(projected_step, h0, xs, parallel=plan.parallel)
 
 

@@ -21,9 +21,7 @@ def _invalid(name, expected, value):
 
 def check_units(units):
     """`units` must be a positive integer (not a bool, not a float)."""
-    if isinstance(units, (bool, np.bool_)) or not isinstance(
-        units, numbers.Integral
-    ):
+    if isinstance(units, (bool, np.bool_)) or not isinstance(units, numbers.Integral):
         raise TypeError(_invalid("units", "a positive integer", units))
     if units <= 0:
         raise ValueError(_invalid("units", "a positive integer", units))
@@ -32,9 +30,7 @@ def check_units(units):
 
 def check_rate(name, value):
     """A dropout rate must be a real number in [0, 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, numbers.Real
-    ):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(_invalid(name, "a float in the range [0, 1)", value))
     if math.isnan(value) or not 0.0 <= value < 1.0:
         raise ValueError(_invalid(name, "a float in the range [0, 1)", value))
@@ -65,9 +61,7 @@ def check_seed(seed):
     """`seed` is `None` or an integer."""
     if seed is None:
         return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(
-        seed, numbers.Integral
-    ):
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
         raise TypeError(_invalid("seed", "None or an integer", seed))
     return int(seed)
 
@@ -140,9 +134,7 @@ def _shape(value):
 
 def check_sequence(shape, time_major, input_dim=None, name="inputs"):
     """Inputs are 3-D; after build, their last axis is the built input_dim."""
-    layout = "(time, batch, features)" if time_major else (
-        "(batch, time, features)"
-    )
+    layout = "(time, batch, features)" if time_major else ("(batch, time, features)")
     if len(shape) != 3:
         raise ValueError(
             f"Received an invalid value for argument `{name}`, expected a "

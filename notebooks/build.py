@@ -306,8 +306,9 @@ NOTEBOOKS = {
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None,
-                        help="write executed notebooks here (default: in place)")
+    parser.add_argument(
+        "--out", default=None, help="write executed notebooks here (default: in place)"
+    )
     parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args(argv)
     out_dir = args.out or HERE
@@ -316,11 +317,18 @@ def main(argv=None):
         if args.only and name not in args.only:
             continue
         nb = nbformat.v4.new_notebook(cells=cells)
-        nb.metadata["kernelspec"] = {"name": "python3", "language": "python",
-                                     "display_name": "Python 3"}
+        nb.metadata["kernelspec"] = {
+            "name": "python3",
+            "language": "python",
+            "display_name": "Python 3",
+        }
         print(f"executing {name} ...", flush=True)
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": HERE}}).execute()
+        NotebookClient(
+            nb,
+            timeout=900,
+            kernel_name="python3",
+            resources={"metadata": {"path": HERE}},
+        ).execute()
         path = os.path.join(out_dir, name)
         nbformat.write(nb, path)
         print(f"wrote {path}", flush=True)

@@ -18,9 +18,15 @@ def resize():
 
         def apply(**sizes):
             current = policy.current()
-            stack.enter_context(policy.override(**{
-                name: size for name, size in sizes.items()
-                if getattr(current, name) is not None}))
+            stack.enter_context(
+                policy.override(
+                    **{
+                        name: size
+                        for name, size in sizes.items()
+                        if getattr(current, name) is not None
+                    }
+                )
+            )
 
         yield apply
 

@@ -53,9 +53,7 @@ def pairwise_cases(params, seed=0, candidates=60):
                 best, best_gain = row, gain
         rows.append(best)
         uncovered -= pairs_of(best)
-    return [
-        {n: params[n][v] for n, v in zip(names, row)} for row in rows
-    ]
+    return [{n: params[n][v] for n, v in zip(names, row)} for row in rows]
 
 
 def twin_layers(input_shape, our_kwargs, keras_kwargs=None, seed=0):
@@ -91,7 +89,7 @@ def mask_of(kind, batch, time, seed=0):
     mask = np.ones((batch, time), bool)
     if kind == "right":
         for b in range(batch):
-            mask[b, rng.integers(1, time + 1):] = False
+            mask[b, rng.integers(1, time + 1) :] = False
     elif kind == "left":
         for b in range(batch):
             mask[b, : rng.integers(0, time)] = False
@@ -131,18 +129,14 @@ def outputs_and_gradients(layer, x, call_kwargs, probe_values):
         non_trainable = [v.value for v in layer.non_trainable_variables]
 
         def f(tv, xv):
-            outs, _ = layer.stateless_call(
-                tv, non_trainable, xv, **call_kwargs
-            )
+            outs, _ = layer.stateless_call(tv, non_trainable, xv, **call_kwargs)
             outs = as_list(outs)
             return _loss(outs, probe_values), outs
 
-        (_, outs), (g_w, g_x) = jax.value_and_grad(
-            f, argnums=(0, 1), has_aux=True
-        )(trainable, jax.numpy.asarray(x))
-        return [to_numpy(o) for o in outs], to_numpy(g_x), [
-            to_numpy(g) for g in g_w
-        ]
+        (_, outs), (g_w, g_x) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
+            trainable, jax.numpy.asarray(x)
+        )
+        return [to_numpy(o) for o in outs], to_numpy(g_x), [to_numpy(g) for g in g_w]
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -152,9 +146,11 @@ def outputs_and_gradients(layer, x, call_kwargs, probe_values):
             outs = as_list(layer(xv, **call_kwargs))
             loss = _loss(outs, probe_values)
         grads = tape.gradient(loss, [xv] + list(layer.trainable_variables))
-        return [to_numpy(o) for o in outs], to_numpy(grads[0]), [
-            to_numpy(g) for g in grads[1:]
-        ]
+        return (
+            [to_numpy(o) for o in outs],
+            to_numpy(grads[0]),
+            [to_numpy(g) for g in grads[1:]],
+        )
     if BACKEND == "torch":
         import torch
 

@@ -38,9 +38,18 @@ def _apply(value, mask):
     return value if mask is None else value * np.asarray(mask, np.float64)
 
 
-def gru_step(x, h, kernel, recurrent_kernel, bias, reset_after,
-             activation="tanh", recurrent_activation="sigmoid",
-             input_mask=None, recurrent_mask=None):
+def gru_step(
+    x,
+    h,
+    kernel,
+    recurrent_kernel,
+    bias,
+    reset_after,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    input_mask=None,
+    recurrent_mask=None,
+):
     """One step: x (batch, features), h (batch, units) -> new h.
 
     Dropout masks multiply the inputs of the projections (one mask for all
@@ -61,23 +70,34 @@ def gru_step(x, h, kernel, recurrent_kernel, bias, reset_after,
     mx = _per_gate(input_mask)
     mh = _per_gate(recurrent_mask)
     xz = _apply(x, mx[0]) @ W[:, :u] + b_in[:u]
-    xr = _apply(x, mx[1]) @ W[:, u:2 * u] + b_in[u:2 * u]
-    xh = _apply(x, mx[2]) @ W[:, 2 * u:] + b_in[2 * u:]
+    xr = _apply(x, mx[1]) @ W[:, u : 2 * u] + b_in[u : 2 * u]
+    xh = _apply(x, mx[2]) @ W[:, 2 * u :] + b_in[2 * u :]
     hz, hr, hh_in = (_apply(h, m) for m in mh)
     z = rec_act(xz + hz @ R[:, :u] + b_rec[:u])
-    r = rec_act(xr + hr @ R[:, u:2 * u] + b_rec[u:2 * u])
+    r = rec_act(xr + hr @ R[:, u : 2 * u] + b_rec[u : 2 * u])
     if reset_after:
-        hh = act(xh + r * (hh_in @ R[:, 2 * u:] + b_rec[2 * u:]))
+        hh = act(xh + r * (hh_in @ R[:, 2 * u :] + b_rec[2 * u :]))
     else:
-        hh = act(xh + (r * hh_in) @ R[:, 2 * u:])
+        hh = act(xh + (r * hh_in) @ R[:, 2 * u :])
     return z * h + (1.0 - z) * hh
 
 
-def gru_sequence(x, kernel, recurrent_kernel, bias, *, reset_after=True,
-                 activation="tanh", recurrent_activation="sigmoid",
-                 mask=None, initial_state=None, go_backwards=False,
-                 zero_output_for_mask=False, input_mask=None,
-                 recurrent_mask=None):
+def gru_sequence(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias,
+    *,
+    reset_after=True,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    mask=None,
+    initial_state=None,
+    go_backwards=False,
+    zero_output_for_mask=False,
+    input_mask=None,
+    recurrent_mask=None,
+):
     """A whole layer call on batch-major x (batch, time, features).
 
     Returns `(outputs, last_output, final_state)`; `outputs` is in the
@@ -89,16 +109,28 @@ def gru_sequence(x, kernel, recurrent_kernel, bias, *, reset_after=True,
     x = np.asarray(x, np.float64)
     batch, time, _ = x.shape
     units = np.asarray(recurrent_kernel).shape[0]
-    h = (np.zeros((batch, units)) if initial_state is None
-         else np.asarray(initial_state, np.float64))
+    h = (
+        np.zeros((batch, units))
+        if initial_state is None
+        else np.asarray(initial_state, np.float64)
+    )
     m = np.ones((batch, time), bool) if mask is None else np.asarray(mask, bool)
     order = range(time - 1, -1, -1) if go_backwards else range(time)
     prev_out = np.zeros((batch, units))
     outputs = []
     for t in order:
-        h_new = gru_step(x[:, t], h, kernel, recurrent_kernel, bias,
-                         reset_after, activation, recurrent_activation,
-                         input_mask, recurrent_mask)
+        h_new = gru_step(
+            x[:, t],
+            h,
+            kernel,
+            recurrent_kernel,
+            bias,
+            reset_after,
+            activation,
+            recurrent_activation,
+            input_mask,
+            recurrent_mask,
+        )
         mt = m[:, t][:, None]
         h = np.where(mt, h_new, h)
         fill = np.zeros_like(h_new) if zero_output_for_mask else prev_out

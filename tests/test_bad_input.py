@@ -20,32 +20,41 @@ BAD_ARGUMENTS = [
     (dict(units=4, dropout=-0.1), ValueError, ["`dropout`", "[0, 1)", "-0.1"]),
     (dict(units=4, dropout=1.0), ValueError, ["`dropout`", "1.0"]),
     (dict(units=4, dropout="0.5"), TypeError, ["`dropout`", "'0.5'"]),
-    (dict(units=4, recurrent_dropout=1.5), ValueError,
-     ["`recurrent_dropout`", "1.5"]),
-    (dict(units=4, recurrent_dropout=math.nan), ValueError,
-     ["`recurrent_dropout`", "nan"]),
+    (dict(units=4, recurrent_dropout=1.5), ValueError, ["`recurrent_dropout`", "1.5"]),
+    (
+        dict(units=4, recurrent_dropout=math.nan),
+        ValueError,
+        ["`recurrent_dropout`", "nan"],
+    ),
     (dict(units=4, foo=1), TypeError, ["`foo`", "1"]),
-    (dict(units=4, return_sequences="yes"), TypeError,
-     ["`return_sequences`", "'yes'"]),
+    (dict(units=4, return_sequences="yes"), TypeError, ["`return_sequences`", "'yes'"]),
     (dict(units=4, time_major=None), TypeError, ["`time_major`", "None"]),
     (dict(units=4, implementation=5), ValueError, ["`implementation`", "5"]),
-    (dict(units=4, use_cudnn="maybe"), ValueError,
-     ["`use_cudnn`", "'maybe'"]),
+    (dict(units=4, use_cudnn="maybe"), ValueError, ["`use_cudnn`", "'maybe'"]),
     (dict(units=4, seed="x"), TypeError, ["`seed`", "'x'"]),
     (dict(units=4, activation="nope"), ValueError, ["nope"]),
 ]
 
 
-CELL_ARGUMENTS = {"units", "dropout", "recurrent_dropout", "foo",
-                  "implementation", "seed", "activation"}
+CELL_ARGUMENTS = {
+    "units",
+    "dropout",
+    "recurrent_dropout",
+    "foo",
+    "implementation",
+    "seed",
+    "activation",
+}
 CASES = [(keras_gru_plus.GRU, k, e, w) for k, e, w in BAD_ARGUMENTS] + [
-    (keras_gru_plus.GRUCell, k, e, w) for k, e, w in BAD_ARGUMENTS
+    (keras_gru_plus.GRUCell, k, e, w)
+    for k, e, w in BAD_ARGUMENTS
     if set(k) <= CELL_ARGUMENTS
 ]
 
 
 @pytest.mark.parametrize(
-    "cls,kwargs,error,words", CASES,
+    "cls,kwargs,error,words",
+    CASES,
     ids=[f"{c.__name__}-{sorted(k.items())}" for c, k, _, _ in CASES],
 )
 def test_bad_constructor_argument(cls, kwargs, error, words):
@@ -62,39 +71,77 @@ def _built(**kwargs):
 
 
 BAD_CALLS = [
-    ("rank 2 inputs", lambda: _built()(np.zeros((2, 3), "float32")),
-     ["`inputs`", "3-D", "(2, 3)"]),
-    ("rank 4 inputs", lambda: keras_gru_plus.GRU(4)(
-        np.zeros((2, 5, 3, 1), "float32")), ["`inputs`", "(2, 5, 3, 1)"]),
-    ("features after build", lambda: _built()(np.zeros((2, 5, 7), "float32")),
-     ["`inputs`", "3 features", "(2, 5, 7)"]),
-    ("mask time", lambda: _built()(X, mask=np.ones((2, 6), bool)),
-     ["`mask`", "(2, 5)", "(2, 6)"]),
-    ("mask batch", lambda: _built()(X, mask=np.ones((3, 5), bool)),
-     ["`mask`", "(3, 5)"]),
-    ("mask rank", lambda: _built()(X, mask=np.ones((2, 5, 1), bool)),
-     ["`mask`", "(2, 5, 1)"]),
-    ("time-major mask", lambda: keras_gru_plus.GRU(4, time_major=True)(
-        np.zeros((5, 2, 3), "float32"), mask=np.ones((2, 5), bool)),
-     ["`mask`", "(time, batch)", "(2, 5)"]),
-    ("state shape", lambda: _built()(X, initial_state=np.zeros((2, 5))),
-     ["`initial_state`", "(2, 4)", "(2, 5)"]),
-    ("state batch", lambda: _built()(X, initial_state=np.zeros((3, 4))),
-     ["`initial_state`", "(3, 4)"]),
-    ("state count", lambda: _built()(
-        X, initial_state=[np.zeros((2, 4)), np.zeros((2, 4))]),
-     ["`initial_state`", "one state", "2"]),
-    ("stateful batch", lambda: _built(stateful=True)(
-        np.zeros((3, 5, 3), "float32")), ["batch size 2", "(3, 5, 3)"]),
-    ("reset_states shape", lambda: _built(stateful=True).reset_states(
-        np.zeros((2, 9))), ["`initial_state`", "(2, 9)"]),
-    ("string inputs", lambda: _built()(np.array([[["a"] * 3] * 5] * 2)),
-     ["`inputs`", "tensor of numbers", "<U1"]),
+    (
+        "rank 2 inputs",
+        lambda: _built()(np.zeros((2, 3), "float32")),
+        ["`inputs`", "3-D", "(2, 3)"],
+    ),
+    (
+        "rank 4 inputs",
+        lambda: keras_gru_plus.GRU(4)(np.zeros((2, 5, 3, 1), "float32")),
+        ["`inputs`", "(2, 5, 3, 1)"],
+    ),
+    (
+        "features after build",
+        lambda: _built()(np.zeros((2, 5, 7), "float32")),
+        ["`inputs`", "3 features", "(2, 5, 7)"],
+    ),
+    (
+        "mask time",
+        lambda: _built()(X, mask=np.ones((2, 6), bool)),
+        ["`mask`", "(2, 5)", "(2, 6)"],
+    ),
+    (
+        "mask batch",
+        lambda: _built()(X, mask=np.ones((3, 5), bool)),
+        ["`mask`", "(3, 5)"],
+    ),
+    (
+        "mask rank",
+        lambda: _built()(X, mask=np.ones((2, 5, 1), bool)),
+        ["`mask`", "(2, 5, 1)"],
+    ),
+    (
+        "time-major mask",
+        lambda: keras_gru_plus.GRU(4, time_major=True)(
+            np.zeros((5, 2, 3), "float32"), mask=np.ones((2, 5), bool)
+        ),
+        ["`mask`", "(time, batch)", "(2, 5)"],
+    ),
+    (
+        "state shape",
+        lambda: _built()(X, initial_state=np.zeros((2, 5))),
+        ["`initial_state`", "(2, 4)", "(2, 5)"],
+    ),
+    (
+        "state batch",
+        lambda: _built()(X, initial_state=np.zeros((3, 4))),
+        ["`initial_state`", "(3, 4)"],
+    ),
+    (
+        "state count",
+        lambda: _built()(X, initial_state=[np.zeros((2, 4)), np.zeros((2, 4))]),
+        ["`initial_state`", "one state", "2"],
+    ),
+    (
+        "stateful batch",
+        lambda: _built(stateful=True)(np.zeros((3, 5, 3), "float32")),
+        ["batch size 2", "(3, 5, 3)"],
+    ),
+    (
+        "reset_states shape",
+        lambda: _built(stateful=True).reset_states(np.zeros((2, 9))),
+        ["`initial_state`", "(2, 9)"],
+    ),
+    (
+        "string inputs",
+        lambda: _built()(np.array([[["a"] * 3] * 5] * 2)),
+        ["`inputs`", "tensor of numbers", "<U1"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,call,words", BAD_CALLS,
-                         ids=[n for n, _, _ in BAD_CALLS])
+@pytest.mark.parametrize("name,call,words", BAD_CALLS, ids=[n for n, _, _ in BAD_CALLS])
 def test_bad_call_input(name, call, words):
     with pytest.raises(ValueError) as info:
         call()

@@ -15,10 +15,10 @@ def test_compare_detects_a_wrong_layer(monkeypatch):
     """A layer that scales its inputs by 1.01 must be reported."""
 
     class Skewed(gru_module.GRU):
-        def call(self, inputs, initial_state=None, mask=None,
-                 training=None):
-            return super().call(inputs * 1.01, initial_state=initial_state,
-                                mask=mask, training=training)
+        def call(self, inputs, initial_state=None, mask=None, training=None):
+            return super().call(
+                inputs * 1.01, initial_state=initial_state, mask=mask, training=training
+            )
 
     monkeypatch.setattr(check, "GRU", Skewed)
     out_diff, grad_diff = check.compare({}, "none")
@@ -28,8 +28,7 @@ def test_compare_detects_a_wrong_layer(monkeypatch):
 def test_main_runs_check(monkeypatch, capsys):
     from keras_gru_plus import __main__
 
-    monkeypatch.setattr(check, "configurations",
-                        lambda: iter([({}, "right")]))
+    monkeypatch.setattr(check, "configurations", lambda: iter([({}, "right")]))
     assert __main__.main(["check"]) == 0
     out = capsys.readouterr().out
     assert keras.backend.backend() in out and "0 over tolerance" in out
@@ -51,8 +50,10 @@ def test_full_precision_turns_tf32_off():
     elif backend == "torch":
         import torch
 
-        before = (torch.backends.cuda.matmul.allow_tf32,
-                  torch.backends.cudnn.allow_tf32)
+        before = (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+        )
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         try:
@@ -60,8 +61,9 @@ def test_full_precision_turns_tf32_off():
             assert not torch.backends.cuda.matmul.allow_tf32
             assert not torch.backends.cudnn.allow_tf32
         finally:
-            (torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.cudnn.allow_tf32) = before
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = (
+                before
+            )
     else:
         import tensorflow as tf
 
@@ -75,8 +77,9 @@ def test_full_precision_turns_tf32_off():
 
 def test_main_passes_full_precision(monkeypatch):
     calls = []
-    monkeypatch.setattr(check, "run", lambda full_precision=False: calls.append(
-        full_precision) or 0)
+    monkeypatch.setattr(
+        check, "run", lambda full_precision=False: calls.append(full_precision) or 0
+    )
     from keras_gru_plus import __main__
 
     assert __main__.main(["check", "--full-precision"]) == 0

@@ -13,8 +13,7 @@ BATCH, TIME, FEATURES, UNITS = 4, 6, 5, 3
 
 def _layer(**kwargs):
     layer = keras_gru_plus.GRU(
-        UNITS, return_sequences=True, bias_initializer="random_normal",
-        seed=3, **kwargs
+        UNITS, return_sequences=True, bias_initializer="random_normal", seed=3, **kwargs
     )
     layer.build((BATCH, TIME, FEATURES))
     return layer
@@ -32,29 +31,34 @@ def _x(seed=0):
 
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("implementation", [1, 2])
-def test_training_applies_the_same_masks_at_every_step(
-    reset_after, implementation
-):
+def test_training_applies_the_same_masks_at_every_step(reset_after, implementation):
     """The masks prepared before the call are applied at every step.
 
     The reference applies one fixed mask at all steps; if the layer drew a
     new mask per step, or forgot the 1/(1-rate) scale, the outputs differ.
     """
-    layer = _layer(dropout=0.5, recurrent_dropout=0.4,
-                   reset_after=reset_after, implementation=implementation)
+    layer = _layer(
+        dropout=0.5,
+        recurrent_dropout=0.4,
+        reset_after=reset_after,
+        implementation=implementation,
+    )
     x = _x()
     count = 3 if implementation == 1 else 1
     in_masks = layer.get_dropout_mask_for_cell(x, training=True, count=count)
-    rec_masks = layer.get_recurrent_dropout_mask_for_cell(
-        x, training=True, count=count
-    )
+    rec_masks = layer.get_recurrent_dropout_mask_for_cell(x, training=True, count=count)
     to_np = (lambda m: [to_numpy(v) for v in m]) if count > 1 else to_numpy
     in_np, rec_np = to_np(in_masks), to_np(rec_masks)
     out = to_numpy(layer(x, training=True))
     kernel, recurrent_kernel, bias = _weights(layer)
     expected, _, _ = reference.gru_sequence(
-        x, kernel, recurrent_kernel, bias, reset_after=reset_after,
-        input_mask=in_np, recurrent_mask=rec_np,
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        reset_after=reset_after,
+        input_mask=in_np,
+        recurrent_mask=rec_np,
     )
     np.testing.assert_allclose(out, expected, atol=1e-5)
     # The call used and then cleared the cache: the next masks are new.
@@ -66,8 +70,7 @@ def test_training_applies_the_same_masks_at_every_step(
 
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 def test_mask_values_are_zero_or_scaled(rate):
-    layer = keras_gru_plus.GRU(UNITS, dropout=rate, recurrent_dropout=rate,
-                               seed=1)
+    layer = keras_gru_plus.GRU(UNITS, dropout=rate, recurrent_dropout=rate, seed=1)
     x = np.ones((2000, TIME, FEATURES), "float32")
     layer.build(x.shape)
     for mask, width in (
@@ -127,12 +130,13 @@ def test_new_masks_each_training_call_and_none_in_inference():
 
 
 def test_dropout_trains_in_fit():
-    model = keras.Sequential([
-        keras.Input((TIME, FEATURES)),
-        keras_gru_plus.GRU(UNITS, dropout=0.5, recurrent_dropout=0.5,
-                           seed=0),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            keras_gru_plus.GRU(UNITS, dropout=0.5, recurrent_dropout=0.5, seed=0),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile("adam", "mse")
     history = model.fit(_x(), np.ones((BATCH, 1)), epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
@@ -140,12 +144,17 @@ def test_dropout_trains_in_fit():
 
 def test_cell_in_keras_rnn_with_dropout_trains():
     """A foreign loop (keras.layers.RNN) prepares no masks: training works."""
-    model = keras.Sequential([
-        keras.Input((TIME, FEATURES)),
-        keras.layers.RNN(keras_gru_plus.GRUCell(
-            UNITS, dropout=0.3, recurrent_dropout=0.3, seed=0)),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            keras.layers.RNN(
+                keras_gru_plus.GRUCell(
+                    UNITS, dropout=0.3, recurrent_dropout=0.3, seed=0
+                )
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile("adam", "mse")
     history = model.fit(_x(), np.ones((BATCH, 1)), epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
@@ -154,8 +163,13 @@ def test_cell_in_keras_rnn_with_dropout_trains():
 def test_cell_in_keras_rnn_uses_one_mask_per_sequence():
     """Under keras.layers.RNN the masks drawn by get_initial_state apply at
     every step: the output equals the reference with those fixed masks."""
-    cell = keras_gru_plus.GRUCell(UNITS, dropout=0.4, recurrent_dropout=0.3,
-                                  bias_initializer="random_normal", seed=5)
+    cell = keras_gru_plus.GRUCell(
+        UNITS,
+        dropout=0.4,
+        recurrent_dropout=0.3,
+        bias_initializer="random_normal",
+        seed=5,
+    )
     rnn = keras.layers.RNN(cell, return_sequences=True)
     x = _x()
     out = to_numpy(rnn(x, training=True))
@@ -163,7 +177,11 @@ def test_cell_in_keras_rnn_uses_one_mask_per_sequence():
     rec_mask = to_numpy(cell.get_recurrent_dropout_mask_for_cell(x[:, 0], True))
     kernel, recurrent_kernel, bias = _weights(cell)
     expected, _, _ = reference.gru_sequence(
-        x, kernel, recurrent_kernel, bias,
-        input_mask=in_mask, recurrent_mask=rec_mask,
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        input_mask=in_mask,
+        recurrent_mask=rec_mask,
     )
     np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -25,8 +25,10 @@ def _use_blocks(blocks, resize):
     that long sequences take (but on TensorFlow, whose inference loops
     project each step and take no blocks of projected steps)."""
     if blocks and BACKEND == "tensorflow":
-        pytest.skip("TensorFlow's inference loops take no blocks of "
-                    "projected steps (policy: project_in_step)")
+        pytest.skip(
+            "TensorFlow's inference loops take no blocks of "
+            "projected steps (policy: project_in_step)"
+        )
     if blocks:
         resize(block_steps=3)
 
@@ -43,12 +45,15 @@ def _model(unroll=False):
     return model, x_in
 
 
-@pytest.mark.skipif(BACKEND not in ("tensorflow", "jax"),
-                    reason=f"Keras exports a SavedModel from TensorFlow and "
-                    f"JAX only, not from {BACKEND}")
-@pytest.mark.skipif(not _installed("tensorflow"),
-                    reason="the SavedModel export needs tensorflow, not "
-                    "installed in this environment")
+@pytest.mark.skipif(
+    BACKEND not in ("tensorflow", "jax"),
+    reason=f"Keras exports a SavedModel from TensorFlow and "
+    f"JAX only, not from {BACKEND}",
+)
+@pytest.mark.skipif(
+    not _installed("tensorflow"),
+    reason="the SavedModel export needs tensorflow, not installed in this environment",
+)
 @pytest.mark.parametrize("blocks", [False, True])
 def test_tf_saved_model_export(tmp_path, blocks, resize):
     import tensorflow as tf
@@ -63,21 +68,27 @@ def test_tf_saved_model_export(tmp_path, blocks, resize):
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
 
 
-@pytest.mark.skipif(not _installed("onnx", "onnxruntime"),
-                    reason="ONNX export needs onnx and onnxruntime, not "
-                    "installed in this environment")
+@pytest.mark.skipif(
+    not _installed("onnx", "onnxruntime"),
+    reason="ONNX export needs onnx and onnxruntime, not installed in this environment",
+)
 @pytest.mark.parametrize("unroll", [False, True])
 @pytest.mark.parametrize("blocks", [False, True])
 def test_onnx_export(tmp_path, unroll, blocks, resize):
-    converter = {"tensorflow": "tf2onnx", "jax": "jax2onnx",
-                 "torch": "onnxscript"}[BACKEND]
+    converter = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}[
+        BACKEND
+    ]
     if not _installed(converter):
-        pytest.skip(f"ONNX export on {BACKEND} needs {converter}, not "
-                    "installed in this environment")
+        pytest.skip(
+            f"ONNX export on {BACKEND} needs {converter}, not "
+            "installed in this environment"
+        )
     if BACKEND == "tensorflow" and not unroll:
-        pytest.skip("tf2onnx 1.17 cannot convert the TensorArray loop of "
-                    "keras.ops.scan on TensorFlow (a sequence-returning "
-                    "layer); unroll=True or the PyTorch backend export it")
+        pytest.skip(
+            "tf2onnx 1.17 cannot convert the TensorArray loop of "
+            "keras.ops.scan on TensorFlow (a sequence-returning "
+            "layer); unroll=True or the PyTorch backend export it"
+        )
     import onnxruntime
 
     _use_blocks(blocks, resize)

@@ -25,15 +25,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _small_model():
-    model = keras.Sequential([
-        keras.Input((6, 4)),
-        keras_gru_plus.GRU(5, return_sequences=True),
-        keras_gru_plus.GRU(3, reset_after=False),
-        keras.layers.Dense(2),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 4)),
+            keras_gru_plus.GRU(5, return_sequences=True),
+            keras_gru_plus.GRU(3, reset_after=False),
+            keras.layers.Dense(2),
+        ]
+    )
     rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(scale=0.4, size=w.shape).astype("float32")
-                       for w in model.get_weights()])
+    model.set_weights(
+        [
+            rng.normal(scale=0.4, size=w.shape).astype("float32")
+            for w in model.get_weights()
+        ]
+    )
     return model
 
 
@@ -117,8 +123,9 @@ def test_corrupted_weights_in_keras_file_raise(tmp_path, where):
     at = start + int((stop - start) * where)
     _flip(path, at, min(at + 64, stop))
     if where == 0.0:
-        refused = pytest.raises((zipfile.BadZipFile, OSError),
-                                match="CRC|file signature not found")
+        refused = pytest.raises(
+            (zipfile.BadZipFile, OSError), match="CRC|file signature not found"
+        )
     else:
         refused = pytest.raises(zipfile.BadZipFile, match="CRC")
     with refused:
@@ -153,8 +160,7 @@ def test_set_weights_with_wrong_shape_changes_nothing(bad_index):
         theirs.set_weights(new)
     for i, t in enumerate(theirs.get_weights()):
         # The built-in's partial assignment, for the record.
-        np.testing.assert_array_equal(t, new[i] if i < bad_index
-                                      else weights[i])
+        np.testing.assert_array_equal(t, new[i] if i < bad_index else weights[i])
     with pytest.raises(ValueError, match="expected a list of 3"):
         ours.set_weights(new[:2])
 
@@ -167,11 +173,13 @@ def test_fit_on_ten_thousand_steps():
     steps = 10_000
     x = rng.normal(size=(8, steps, 3)).astype("float32")
     y = rng.normal(size=(8, 1)).astype("float32")
-    model = keras.Sequential([
-        keras.Input((steps, 3)),
-        keras_gru_plus.GRU(8),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((steps, 3)),
+            keras_gru_plus.GRU(8),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.01), "mse")
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     loss = history.history["loss"][-1]
@@ -229,7 +237,10 @@ def _rss_growth_mb(steps):
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, "-c", _MEMORY_SCRIPT % {"root": ROOT}, str(steps)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -238,8 +249,10 @@ def _rss_growth_mb(steps):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
-                    reason="reads the peak resident set from /proc")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="reads the peak resident set from /proc",
+)
 def test_training_memory_grows_linearly_with_sequence_length():
     # The growth of the peak resident set over the resident set just before
     # training covers the compiled step, the sequence stored for the
@@ -258,10 +271,12 @@ def test_training_memory_grows_linearly_with_sequence_length():
     short, long = 2_000, 8_000
     g_short, peak_short, ru_short = _rss_growth_mb(short)
     g_long, peak_long, ru_long = _rss_growth_mb(long)
-    print(f"\n[{BACKEND}] peak RSS growth of 2 training steps: "
-          f"T={short}: {g_short:.1f} MB (peak {peak_short:.1f} MB, "
-          f"ru_maxrss {ru_short:.1f} MB), T={long}: {g_long:.1f} MB "
-          f"(peak {peak_long:.1f} MB, ru_maxrss {ru_long:.1f} MB)")
+    print(
+        f"\n[{BACKEND}] peak RSS growth of 2 training steps: "
+        f"T={short}: {g_short:.1f} MB (peak {peak_short:.1f} MB, "
+        f"ru_maxrss {ru_short:.1f} MB), T={long}: {g_long:.1f} MB "
+        f"(peak {peak_long:.1f} MB, ru_maxrss {ru_long:.1f} MB)"
+    )
     # The measure sees the stored sequence at all (it did not with the
     # inherited ru_maxrss), and the growth is not quadratic.
     assert g_long > g_short, (g_short, g_long)
@@ -276,14 +291,18 @@ T, F, U = 5, 4, 3
 def _stateful_twins(seed=0):
     """A stateful model with ours and one with keras.layers.GRU, same
     weights (GRU only: the output is the last state)."""
+
     def build(cls):
-        return keras.Sequential([keras.Input((T, F), batch_size=2),
-                                 cls(U, stateful=True)])
+        return keras.Sequential(
+            [keras.Input((T, F), batch_size=2), cls(U, stateful=True)]
+        )
 
     ours, theirs = build(keras_gru_plus.GRU), build(keras.layers.GRU)
     rng = np.random.default_rng(seed)
-    weights = [rng.normal(scale=0.4, size=w.shape).astype("float32")
-               for w in theirs.get_weights()]
+    weights = [
+        rng.normal(scale=0.4, size=w.shape).astype("float32")
+        for w in theirs.get_weights()
+    ]
     ours.set_weights(weights)
     theirs.set_weights(weights)
     return ours, theirs, weights
@@ -295,7 +314,7 @@ def _chained_reference(x, weights, batch_size=2):
     state, lasts = np.zeros((batch_size, U)), []
     for start in range(0, len(x), batch_size):
         _, last, state = reference.gru_sequence(
-            x[start:start + batch_size], *weights, initial_state=state
+            x[start : start + batch_size], *weights, initial_state=state
         )
         lasts.append(last)
     return np.concatenate(lasts), state
@@ -329,9 +348,9 @@ def test_stateful_predict_matches_keras_and_resets():
         np.testing.assert_allclose(_state(ours), chained_state, atol=1e-5)
     else:
         # Each batch starts from the state the variable held (zeros).
-        separate = np.concatenate([
-            reference.gru_sequence(x[i:i + 2], *weights)[1] for i in (0, 2)
-        ])
+        separate = np.concatenate(
+            [reference.gru_sequence(x[i : i + 2], *weights)[1] for i in (0, 2)]
+        )
         np.testing.assert_allclose(our_pred, separate, atol=1e-5)
 
     # Eager calls update the state on every backend; both resets zero it.
@@ -354,16 +373,16 @@ def test_stateful_fit_without_shuffle_matches_keras():
     for model in (ours, theirs):
         model.compile(keras.optimizers.SGD(0.0), "mse")
     ours.fit(x, y, batch_size=2, shuffle=False, epochs=1, verbose=0)
-    expected = (_chained_reference(x, weights)[1] if BACKEND != "jax"
-                else np.zeros((2, U)))
+    expected = (
+        _chained_reference(x, weights)[1] if BACKEND != "jax" else np.zeros((2, U))
+    )
     np.testing.assert_allclose(_state(ours), expected, atol=1e-5)
     if BACKEND == "torch":
         # keras.layers.GRU's own backward fails with `stateful=True` on
         # PyTorch (it assigns the state in place while autograd still needs
         # it; see test_parity.py): compare with the reference only.
         with pytest.raises(RuntimeError, match="inplace"):
-            theirs.fit(x, y, batch_size=2, shuffle=False, epochs=1,
-                       verbose=0)
+            theirs.fit(x, y, batch_size=2, shuffle=False, epochs=1, verbose=0)
     else:
         theirs.fit(x, y, batch_size=2, shuffle=False, epochs=1, verbose=0)
         np.testing.assert_allclose(_state(ours), _state(theirs), atol=1e-5)
@@ -377,8 +396,9 @@ def test_stateful_halves_equal_one_stateless_call(reset_after):
     halves through a stateful layer equals it in one go without state."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 2 * T, F)).astype("float32")
-    kwargs = dict(units=U, reset_after=reset_after, return_sequences=True,
-                  return_state=True)
+    kwargs = dict(
+        units=U, reset_after=reset_after, return_sequences=True, return_state=True
+    )
     whole, theirs, weights = twin_layers((2, 2 * T, F), kwargs)
     stateful = keras_gru_plus.GRU(stateful=True, **kwargs)
     stateful.build((2, T, F))
@@ -388,27 +408,30 @@ def test_stateful_halves_equal_one_stateless_call(reset_after):
     their_stateful.set_weights(weights)
 
     full_seq, full_state = (to_numpy(v) for v in whole(x))
-    halves = [[to_numpy(v) for v in stateful(x[:, :T])],
-              [to_numpy(v) for v in stateful(x[:, T:])]]
+    halves = [
+        [to_numpy(v) for v in stateful(x[:, :T])],
+        [to_numpy(v) for v in stateful(x[:, T:])],
+    ]
     np.testing.assert_allclose(
-        np.concatenate([halves[0][0], halves[1][0]], axis=1), full_seq,
+        np.concatenate([halves[0][0], halves[1][0]], axis=1),
+        full_seq,
         atol=1e-5,
     )
     np.testing.assert_allclose(halves[1][1], full_state, atol=1e-5)
-    np.testing.assert_allclose(to_numpy(stateful.states[0]), full_state,
-                               atol=1e-5)
+    np.testing.assert_allclose(to_numpy(stateful.states[0]), full_state, atol=1e-5)
     # And as the built-in does it, and as the reference says.
-    their_halves = [[to_numpy(v) for v in their_stateful(x[:, :T])],
-                    [to_numpy(v) for v in their_stateful(x[:, T:])]]
+    their_halves = [
+        [to_numpy(v) for v in their_stateful(x[:, :T])],
+        [to_numpy(v) for v in their_stateful(x[:, T:])],
+    ]
     for ours_half, their_half in zip(halves, their_halves):
         for o, t in zip(ours_half, their_half):
             np.testing.assert_allclose(o, t, atol=1e-5)
-    ref_seq, _, ref_state = reference.gru_sequence(
-        x, *weights, reset_after=reset_after
-    )
+    ref_seq, _, ref_state = reference.gru_sequence(x, *weights, reset_after=reset_after)
     np.testing.assert_allclose(full_seq, ref_seq, atol=1e-5)
     np.testing.assert_allclose(full_state, ref_state, atol=1e-5)
     stateful.reset_state()
     np.testing.assert_array_equal(to_numpy(stateful.states[0]), 0)
-    np.testing.assert_allclose(to_numpy(stateful(x[:, :T])[0]),
-                               full_seq[:, :T], atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(stateful(x[:, :T])[0]), full_seq[:, :T], atol=1e-5
+    )

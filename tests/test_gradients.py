@@ -28,7 +28,8 @@ EPS = 1e-6
 def _loss(params, shapes, probe, kwargs):
     x, kernel, recurrent_kernel, bias = _unflatten(params, shapes)
     outputs, _, state = reference.gru_sequence(
-        x, kernel, recurrent_kernel, bias, **kwargs)
+        x, kernel, recurrent_kernel, bias, **kwargs
+    )
     return float(np.sum(outputs * probe[0]) + np.sum(state * probe[1]))
 
 
@@ -36,37 +37,43 @@ def _unflatten(params, shapes):
     out, start = [], 0
     for shape in shapes:
         size = int(np.prod(shape))
-        out.append(params[start:start + size].reshape(shape))
+        out.append(params[start : start + size].reshape(shape))
         start += size
     return out
 
 
-@pytest.mark.parametrize("case", [
-    dict(reset_after=True),
-    dict(reset_after=False),
-    dict(reset_after=True, masked=True, go_backwards=True),
-    dict(reset_after=False, masked=True, initial_state=True),
-    dict(reset_after=True, recurrent_dropout=True),
-    dict(reset_after=False, recurrent_dropout=True, masked=True),
-    dict(reset_after=True, activation="elu"),
-    dict(reset_after=True, activation="relu",
-         recurrent_activation="hard_sigmoid"),
-    # The backward pass in blocks of 2 steps (long sequences take it),
-    # projecting the inputs block by block, with and without input
-    # dropout; with one dropout mask per gate (implementation=1) the
-    # projection is made before the blocks.
-    dict(reset_after=True, masked=True, recurrent_dropout=True, blocks=2),
-    dict(reset_after=False, masked=True, recurrent_dropout=True, blocks=2),
-    dict(reset_after=True, dropout=True, blocks=2),
-    dict(reset_after=False, dropout=True, masked=True, go_backwards=True,
-         blocks=2),
-    dict(reset_after=True, dropout=True, implementation=1, blocks=2),
-    # The blocks of shorter sequences on PyTorch (which keeps the forward
-    # gates) and TensorFlow (a Python loop of blocks); JAX takes one block.
-    dict(reset_after=True, dropout=True, go_backwards=True, short_blocks=2),
-    dict(reset_after=False, masked=True, dropout=True,
-         recurrent_dropout=True, short_blocks=2),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(reset_after=True),
+        dict(reset_after=False),
+        dict(reset_after=True, masked=True, go_backwards=True),
+        dict(reset_after=False, masked=True, initial_state=True),
+        dict(reset_after=True, recurrent_dropout=True),
+        dict(reset_after=False, recurrent_dropout=True, masked=True),
+        dict(reset_after=True, activation="elu"),
+        dict(reset_after=True, activation="relu", recurrent_activation="hard_sigmoid"),
+        # The backward pass in blocks of 2 steps (long sequences take it),
+        # projecting the inputs block by block, with and without input
+        # dropout; with one dropout mask per gate (implementation=1) the
+        # projection is made before the blocks.
+        dict(reset_after=True, masked=True, recurrent_dropout=True, blocks=2),
+        dict(reset_after=False, masked=True, recurrent_dropout=True, blocks=2),
+        dict(reset_after=True, dropout=True, blocks=2),
+        dict(reset_after=False, dropout=True, masked=True, go_backwards=True, blocks=2),
+        dict(reset_after=True, dropout=True, implementation=1, blocks=2),
+        # The blocks of shorter sequences on PyTorch (which keeps the forward
+        # gates) and TensorFlow (a Python loop of blocks); JAX takes one block.
+        dict(reset_after=True, dropout=True, go_backwards=True, short_blocks=2),
+        dict(
+            reset_after=False,
+            masked=True,
+            dropout=True,
+            recurrent_dropout=True,
+            short_blocks=2,
+        ),
+    ],
+)
 def test_gradients_match_finite_differences(case, resize, plans):
     if case.get("blocks"):
         resize(block_steps=case["blocks"])
@@ -76,8 +83,11 @@ def test_gradients_match_finite_differences(case, resize, plans):
     activation = case.get("activation", "tanh")
     recurrent_activation = case.get("recurrent_activation", "sigmoid")
     layer = keras_gru_plus.GRU(
-        U, return_sequences=True, return_state=True,
-        reset_after=case["reset_after"], activation=activation,
+        U,
+        return_sequences=True,
+        return_state=True,
+        reset_after=case["reset_after"],
+        activation=activation,
         recurrent_activation=recurrent_activation,
         go_backwards=case.get("go_backwards", False),
         recurrent_dropout=0.5 if case.get("recurrent_dropout") else 0.0,
@@ -87,47 +97,57 @@ def test_gradients_match_finite_differences(case, resize, plans):
     )
     x = rng.normal(size=(B, T, F)).astype("float32")
     layer.build(x.shape)
-    weights = [rng.normal(scale=0.5, size=w.shape).astype("float32")
-               for w in layer.get_weights()]
+    weights = [
+        rng.normal(scale=0.5, size=w.shape).astype("float32")
+        for w in layer.get_weights()
+    ]
     layer.set_weights(weights)
     mask = None
     if case.get("masked"):
         mask = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], bool)
-    h0 = (rng.normal(size=(B, U)).astype("float32")
-          if case.get("initial_state") else None)
+    h0 = (
+        rng.normal(size=(B, U)).astype("float32") if case.get("initial_state") else None
+    )
     rec_mask = in_mask = None
     call = {"mask": mask, "initial_state": h0}
     if case.get("dropout"):
         # Fixed masks (one, or one per gate), prepared before the call.
         count = layer.cell.dropout_mask_count
-        in_mask = layer.get_dropout_mask_for_cell(x, training=True,
-                                                  count=count)
-        in_mask = (to_numpy(in_mask) if count == 1
-                   else tuple(to_numpy(m) for m in in_mask))
+        in_mask = layer.get_dropout_mask_for_cell(x, training=True, count=count)
+        in_mask = (
+            to_numpy(in_mask) if count == 1 else tuple(to_numpy(m) for m in in_mask)
+        )
         call["training"] = True
     if case.get("recurrent_dropout"):
         # A fixed mask, prepared before the call, and a training call.
-        rec_mask = to_numpy(layer.get_recurrent_dropout_mask_for_cell(
-            x, training=True))
+        rec_mask = to_numpy(layer.get_recurrent_dropout_mask_for_cell(x, training=True))
         call["training"] = True
-    probe = [rng.normal(size=(B, T, U)).astype("float32"),
-             rng.normal(size=(B, U)).astype("float32")]
+    probe = [
+        rng.normal(size=(B, T, U)).astype("float32"),
+        rng.normal(size=(B, U)).astype("float32"),
+    ]
     _, dx, dw = outputs_and_gradients(layer, x, call, probe)
 
-    kwargs = dict(reset_after=case["reset_after"], activation=activation,
-                  recurrent_activation=recurrent_activation, mask=mask,
-                  initial_state=h0, go_backwards=case.get("go_backwards",
-                                                          False),
-                  recurrent_mask=rec_mask, input_mask=in_mask)
+    kwargs = dict(
+        reset_after=case["reset_after"],
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        mask=mask,
+        initial_state=h0,
+        go_backwards=case.get("go_backwards", False),
+        recurrent_mask=rec_mask,
+        input_mask=in_mask,
+    )
     shapes = [x.shape] + [w.shape for w in weights]
-    params = np.concatenate([a.astype(np.float64).ravel()
-                             for a in [x] + weights])
+    params = np.concatenate([a.astype(np.float64).ravel() for a in [x] + weights])
     numeric = np.zeros_like(params)
     for i in range(params.size):
         step = np.zeros_like(params)
         step[i] = EPS
-        numeric[i] = (_loss(params + step, shapes, probe, kwargs)
-                      - _loss(params - step, shapes, probe, kwargs)) / (2 * EPS)
+        numeric[i] = (
+            _loss(params + step, shapes, probe, kwargs)
+            - _loss(params - step, shapes, probe, kwargs)
+        ) / (2 * EPS)
     analytic = np.concatenate([dx.ravel()] + [g.ravel() for g in dw])
     np.testing.assert_allclose(analytic, numeric, atol=2e-4, rtol=2e-4)
     # The backward pass that ran, and its blocks (every blocked plan
@@ -136,19 +156,20 @@ def test_gradients_match_finite_differences(case, resize, plans):
     if case.get("blocks"):
         assert bptt_blocks == [case["blocks"]]
     if case.get("short_blocks"):
-        assert bptt_blocks == [case["short_blocks"] if BACKEND != "jax"
-                               else None]
+        assert bptt_blocks == [case["short_blocks"] if BACKEND != "jax" else None]
 
 
-@pytest.mark.parametrize("blocks", ["long", "short", "long_groups",
-                                    "short_groups"])
+@pytest.mark.parametrize("blocks", ["long", "short", "long_groups", "short_groups"])
 @pytest.mark.parametrize("steps", [9, 10])
-@pytest.mark.parametrize("kwargs", [
-    dict(reset_after=True),
-    dict(reset_after=False, go_backwards=True),
-    dict(reset_after=True, use_bias=False, mask="right"),
-    dict(reset_after=False, mask="right", return_sequences=False),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(reset_after=True),
+        dict(reset_after=False, go_backwards=True),
+        dict(reset_after=True, use_bias=False, mask="right"),
+        dict(reset_after=False, mask="right", return_sequences=False),
+    ],
+)
 def test_blocked_backward_matches_keras(kwargs, steps, blocks, resize):
     # Blocks of 3 steps: 9 steps are three blocks, 10 steps three blocks
     # and a one-step block run first. "long": the blocks of long sequences
@@ -158,19 +179,25 @@ def test_blocked_backward_matches_keras(kwargs, steps, blocks, resize):
     # (two blocks and a rest of 1 or 2 steps), whose loops go over groups of
     # 2 unrolled steps on TensorFlow (policy: step_groups).
     if blocks.startswith("short") and BACKEND == "jax":
-        pytest.skip("JAX takes no blocks over short sequences "
-                    "(policy: short_block_steps is None)")
+        pytest.skip(
+            "JAX takes no blocks over short sequences "
+            "(policy: short_block_steps is None)"
+        )
     groups = blocks.endswith("_groups")
-    resize(**{"short_block_steps" if blocks.startswith("short")
-              else "block_steps": 4 if groups else 3})
+    resize(
+        **{
+            "short_block_steps" if blocks.startswith("short") else "block_steps": 4
+            if groups
+            else 3
+        }
+    )
     if groups:
         resize(step_groups=2)
     kwargs = dict(kwargs)
     mask = mask_of(kwargs.pop("mask", "none"), 2, steps)
     kwargs.setdefault("return_sequences", True)
     ours, theirs, _ = twin_layers((2, steps, 3), dict(units=4, **kwargs))
-    x = np.random.default_rng(0).normal(size=(2, steps, 3)).astype(
-        "float32")
+    x = np.random.default_rng(0).normal(size=(2, steps, 3)).astype("float32")
     call = {"mask": mask, "training": True}
     shape = (2, steps, 4) if kwargs["return_sequences"] else (2, 4)
     probe = probes([shape])
@@ -206,7 +233,8 @@ def test_blocked_training_step_matches_keras(resize):
 @pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_masked_non_finite_inputs_leave_gradients_unchanged(
-        reset_after, blocks, resize):
+    reset_after, blocks, resize
+):
     """Inputs of masked steps change nothing, gradients included: NaN and
     inf there give the gradients that zeros there give, finite, with exact
     zeros for those inputs (the backward pass zeroes masked inputs rather
@@ -226,8 +254,7 @@ def test_masked_non_finite_inputs_leave_gradients_unchanged(
     dirty[0, 5] = np.nan
     dirty[1, 0] = np.inf
     dirty[2, 3] = -np.inf
-    layer = keras_gru_plus.GRU(5, reset_after=reset_after,
-                               return_sequences=True)
+    layer = keras_gru_plus.GRU(5, reset_after=reset_after, return_sequences=True)
     layer(clean[:1], mask=mask[:1])
     call = {"mask": mask, "training": True}
     probe = probes([(3, 7, 5)])
@@ -245,9 +272,12 @@ def test_masked_non_finite_inputs_leave_gradients_unchanged(
 def test_gru_states_rejects_a_candidate_bias_without_reset_after():
     x = np.zeros((3, 2, 5), "float32")
     weights = recurrence.GRUWeights(
-        np.zeros((5, 12), "float32"), np.zeros((4, 12), "float32"),
-        candidate_bias=np.zeros((4,), "float32"))
-    spec = recurrence.GRUSpec(4, keras.activations.tanh,
-                              keras.activations.sigmoid, reset_after=False)
+        np.zeros((5, 12), "float32"),
+        np.zeros((4, 12), "float32"),
+        candidate_bias=np.zeros((4,), "float32"),
+    )
+    spec = recurrence.GRUSpec(
+        4, keras.activations.tanh, keras.activations.sigmoid, reset_after=False
+    )
     with pytest.raises(ValueError, match="reset_after=False"):
         bptt.gru_states(x, np.zeros((2, 4), "float32"), weights, spec)

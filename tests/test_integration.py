@@ -47,13 +47,15 @@ def test_sequential_with_embedding_mask_zero(reset_after):
     tokens[2, 2:] = 0
 
     def build(gru_cls):
-        return keras.Sequential([
-            keras.Input((9,), dtype="int32"),
-            keras.layers.Embedding(20, 5, mask_zero=True),
-            gru_cls(6, return_sequences=True, reset_after=reset_after),
-            gru_cls(4, reset_after=reset_after),
-            keras.layers.Dense(3),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((9,), dtype="int32"),
+                keras.layers.Embedding(20, 5, mask_zero=True),
+                gru_cls(6, return_sequences=True, reset_after=reset_after),
+                gru_cls(4, reset_after=reset_after),
+                keras.layers.Dense(3),
+            ]
+        )
 
     theirs, ours = build(keras.layers.GRU), build(keras_gru_plus.GRU)
     _copy_weights(theirs, ours)
@@ -64,13 +66,14 @@ def test_sequential_with_embedding_mask_zero(reset_after):
 
 def test_tutorial_network_summary_fit_predict():
     """The tutorial's network: GRU(64, input_shape=(32, 32)), BN, Dense."""
-    model = keras.Sequential([
-        keras_gru_plus.GRU(64, input_shape=(32, 32)),
-        keras.layers.BatchNormalization(),
-        keras.layers.Dense(15),
-    ])
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    model = keras.Sequential(
+        [
+            keras_gru_plus.GRU(64, input_shape=(32, 32)),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(15),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     lines = []
     model.summary(print_fn=lambda line, **kw: lines.append(line))
     assert any("gru" in line.lower() for line in lines)
@@ -86,16 +89,16 @@ def test_none_batch_and_time_dimensions(return_sequences):
     inputs = keras.Input((None, 5))
     outputs = keras_gru_plus.GRU(3, return_sequences=return_sequences)(inputs)
     model = keras.Model(inputs, outputs)
-    assert model.output_shape == ((None, None, 3) if return_sequences
-                                  else (None, 3))
+    assert model.output_shape == ((None, None, 3) if return_sequences else (None, 3))
     for t in (2, 9):
         x = RNG.normal(size=(4, t, 5)).astype("float32")
         out = model.predict(x, verbose=0)
         assert out.shape == ((4, t, 3) if return_sequences else (4, 3))
 
 
-@pytest.mark.skipif(BACKEND == "torch",
-                    reason="jit_compile=True is XLA: JAX and TensorFlow only")
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="jit_compile=True is XLA: JAX and TensorFlow only"
+)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("blocks", [None, "block_steps", "short_block_steps"])
 def test_jit_compile_training_matches_keras(masked, blocks, resize):
@@ -109,8 +112,7 @@ def test_jit_compile_training_matches_keras(masked, blocks, resize):
         layers = [keras.Input((7, 5))]
         if masked:
             layers.append(keras.layers.Masking(0.0))
-        layers += [gru_cls(6, return_sequences=True), gru_cls(4),
-                   keras.layers.Dense(1)]
+        layers += [gru_cls(6, return_sequences=True), gru_cls(4), keras.layers.Dense(1)]
         model = keras.Sequential(layers)
         model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=True)
         return model
@@ -142,11 +144,16 @@ def test_mixed_precision(policy):
     assert ours.cell.kernel.dtype == "float32"
     np.testing.assert_allclose(
         to_numpy(out).astype("float32"),
-        to_numpy(theirs(X, mask=mask)).astype("float32"), atol=tolerance,
+        to_numpy(theirs(X, mask=mask)).astype("float32"),
+        atol=tolerance,
     )
-    model = keras.Sequential([keras.Input((7, 5)),
-                              keras_gru_plus.GRU(6, dtype=policy),
-                              keras.layers.Dense(1, dtype="float32")])
+    model = keras.Sequential(
+        [
+            keras.Input((7, 5)),
+            keras_gru_plus.GRU(6, dtype=policy),
+            keras.layers.Dense(1, dtype="float32"),
+        ]
+    )
     model.compile("adam", "mse")
     history = model.fit(X, np.ones((4, 1)), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
@@ -156,31 +163,33 @@ def _assert_same_with_shared_weights(ours, theirs):
     """Builds both on X, gives them the same random weights, compares."""
     ours.build(X.shape)
     theirs.build(X.shape)
-    weights = [RNG.normal(scale=0.3, size=w.shape)
-               for w in theirs.get_weights()]
+    weights = [RNG.normal(scale=0.3, size=w.shape) for w in theirs.get_weights()]
     ours.set_weights(weights)
     theirs.set_weights(weights)
-    np.testing.assert_allclose(to_numpy(ours(X)), to_numpy(theirs(X)),
-                               atol=1e-5)
+    np.testing.assert_allclose(to_numpy(ours(X)), to_numpy(theirs(X)), atol=1e-5)
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_cell_in_keras_rnn_matches_keras_cell(reset_after):
     _assert_same_with_shared_weights(
-        keras.layers.RNN(keras_gru_plus.GRUCell(6, reset_after=reset_after),
-                         return_sequences=True),
-        keras.layers.RNN(keras.layers.GRUCell(6, reset_after=reset_after),
-                         return_sequences=True),
+        keras.layers.RNN(
+            keras_gru_plus.GRUCell(6, reset_after=reset_after), return_sequences=True
+        ),
+        keras.layers.RNN(
+            keras.layers.GRUCell(6, reset_after=reset_after), return_sequences=True
+        ),
     )
 
 
 def test_stacked_rnn_cells_match_keras():
     def build(cell_cls):
-        return keras.layers.RNN(keras.layers.StackedRNNCells(
-            [cell_cls(6), cell_cls(3, reset_after=False)]))
+        return keras.layers.RNN(
+            keras.layers.StackedRNNCells([cell_cls(6), cell_cls(3, reset_after=False)])
+        )
 
-    _assert_same_with_shared_weights(build(keras_gru_plus.GRUCell),
-                                     build(keras.layers.GRUCell))
+    _assert_same_with_shared_weights(
+        build(keras_gru_plus.GRUCell), build(keras.layers.GRUCell)
+    )
 
 
 def test_cell_state_and_output_size():
@@ -193,11 +202,13 @@ def test_cell_state_and_output_size():
 @pytest.mark.parametrize("time_major", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("return_state", [False, True])
-def test_compute_output_shape_matches_call(time_major, return_sequences,
-                                           return_state):
-    layer = keras_gru_plus.GRU(3, time_major=time_major,
-                               return_sequences=return_sequences,
-                               return_state=return_state)
+def test_compute_output_shape_matches_call(time_major, return_sequences, return_state):
+    layer = keras_gru_plus.GRU(
+        3,
+        time_major=time_major,
+        return_sequences=return_sequences,
+        return_state=return_state,
+    )
     x = np.swapaxes(X, 0, 1) if time_major else X
     outputs = layer(x)
     expected = layer.compute_output_shape(x.shape)
@@ -207,8 +218,7 @@ def test_compute_output_shape_matches_call(time_major, return_sequences,
         assert tuple(outputs.shape) == tuple(expected)
     symbolic = layer(keras.KerasTensor(x.shape))
     if return_state:
-        assert [tuple(s.shape) for s in symbolic] == [
-            tuple(e) for e in expected]
+        assert [tuple(s.shape) for s in symbolic] == [tuple(e) for e in expected]
     else:
         assert tuple(symbolic.shape) == tuple(expected)
 
@@ -218,33 +228,39 @@ def test_compute_mask_propagates_with_return_sequences():
     seq = keras_gru_plus.GRU(3, return_sequences=True)
     assert seq.compute_mask(X, mask) is mask
     assert keras_gru_plus.GRU(3).compute_mask(X, mask) is None
-    with_state = keras_gru_plus.GRU(3, return_sequences=True,
-                                    return_state=True)
+    with_state = keras_gru_plus.GRU(3, return_sequences=True, return_state=True)
     assert with_state.compute_mask(X, mask) == [mask, None]
 
 
 def test_weight_names_and_shapes_match_keras():
     for reset_after in (True, False):
-        ours, theirs, _ = twin_layers(
-            (4, 7, 5), dict(units=6, reset_after=reset_after))
+        ours, theirs, _ = twin_layers((4, 7, 5), dict(units=6, reset_after=reset_after))
         # Paths below the layer's own (auto-numbered) name.
         assert [w.path.split("/", 1)[1] for w in ours.weights] == [
-            w.path.split("/", 1)[1] for w in theirs.weights]
+            w.path.split("/", 1)[1] for w in theirs.weights
+        ]
         assert [tuple(w.shape) for w in ours.weights] == [
-            tuple(w.shape) for w in theirs.weights]
+            tuple(w.shape) for w in theirs.weights
+        ]
 
 
 def test_activity_regularizer_and_losses():
     layer = keras_gru_plus.GRU(
-        3, kernel_regularizer="l2", recurrent_regularizer="l2",
-        bias_regularizer="l1", activity_regularizer="l2")
+        3,
+        kernel_regularizer="l2",
+        recurrent_regularizer="l2",
+        bias_regularizer="l1",
+        activity_regularizer="l2",
+    )
     layer(X)
     assert len(layer.losses) == 4
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow",
-                    reason="a time dimension unknown when traced "
-                    "(tf.function input_signature) exists on TensorFlow only")
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="a time dimension unknown when traced "
+    "(tf.function input_signature) exists on TensorFlow only",
+)
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
 def test_gradients_with_unknown_time_dimension(reset_after, masked):
@@ -252,15 +268,18 @@ def test_gradients_with_unknown_time_dimension(reset_after, masked):
     import tensorflow as tf
 
     ours, theirs, _ = twin_layers(
-        (None, None, 3), dict(units=4, return_sequences=True,
-                              reset_after=reset_after))
+        (None, None, 3), dict(units=4, return_sequences=True, reset_after=reset_after)
+    )
     x = RNG.normal(size=(2, 6, 3)).astype("float32")
     mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
 
     def grads(layer):
-        @tf.function(input_signature=[
-            tf.TensorSpec((None, None, 3), tf.float32),
-            tf.TensorSpec((None, None), tf.bool)])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec((None, None, 3), tf.float32),
+                tf.TensorSpec((None, None), tf.bool),
+            ]
+        )
         def f(x, mask):
             with tf.GradientTape() as tape:
                 tape.watch(x)

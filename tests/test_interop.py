@@ -27,10 +27,12 @@ def _torch():
 
 def _random_weights(layer, seed):
     rng = np.random.default_rng(seed)
-    layer.set_weights([
-        rng.normal(scale=0.4, size=w.shape).astype("float32")
-        for w in layer.get_weights()
-    ])
+    layer.set_weights(
+        [
+            rng.normal(scale=0.4, size=w.shape).astype("float32")
+            for w in layer.get_weights()
+        ]
+    )
 
 
 def _torch_output(module, x):
@@ -56,15 +58,13 @@ def _grus(layer):
 
 @pytest.mark.parametrize(
     "num_layers, bidirectional, bias, batch_first",
-    list(itertools.product([1, 2], [False, True], [False, True],
-                           [False, True])),
+    list(itertools.product([1, 2], [False, True], [False, True], [False, True])),
 )
 def test_from_torch_matches_torch_and_round_trips(
     num_layers, bidirectional, bias, batch_first
 ):
     torch = _torch()
-    torch.manual_seed(num_layers * 8 + bidirectional * 4 + bias * 2
-                      + batch_first)
+    torch.manual_seed(num_layers * 8 + bidirectional * 4 + bias * 2 + batch_first)
     kwargs = dict(
         input_size=INPUT_SIZE,
         hidden_size=UNITS,
@@ -75,8 +75,7 @@ def test_from_torch_matches_torch_and_round_trips(
         dropout=0.25 if num_layers > 1 else 0.0,
     )
     module = torch.nn.GRU(**kwargs).eval()
-    shape = (BATCH, TIME, INPUT_SIZE) if batch_first else (
-        TIME, BATCH, INPUT_SIZE)
+    shape = (BATCH, TIME, INPUT_SIZE) if batch_first else (TIME, BATCH, INPUT_SIZE)
     x = np.random.default_rng(1).normal(size=shape).astype("float32")
     expected = _torch_output(module, x)
 
@@ -135,35 +134,44 @@ def _keras_builtin(structure, use_bias, seed):
         layer = keras.Sequential([gru(), gru()])
         layers, bidirectional = 2, False
     else:
-        layer = keras.Sequential([
-            keras.layers.Bidirectional(gru()),
-            keras.layers.Dropout(0.5),
-            keras.layers.Bidirectional(gru()),
-        ])
+        layer = keras.Sequential(
+            [
+                keras.layers.Bidirectional(gru()),
+                keras.layers.Dropout(0.5),
+                keras.layers.Bidirectional(gru()),
+            ]
+        )
         layers, bidirectional = 2, True
     layer.build((None, None, INPUT_SIZE))
     _random_weights(layer, seed)
-    return layer, dict(num_layers=layers, bidirectional=bidirectional,
-                       bias=use_bias)
+    return layer, dict(num_layers=layers, bidirectional=bidirectional, bias=use_bias)
 
 
-@pytest.mark.parametrize("structure, use_bias", [
-    ("single", True), ("single", False), ("bidirectional", True),
-    ("stack", False), ("bidirectional_stack", True),
-])
+@pytest.mark.parametrize(
+    "structure, use_bias",
+    [
+        ("single", True),
+        ("single", False),
+        ("bidirectional", True),
+        ("stack", False),
+        ("bidirectional_stack", True),
+    ],
+)
 def test_to_torch_state_dict_matches_builtin_keras(structure, use_bias):
     torch = _torch()
     layer, kwargs = _keras_builtin(structure, use_bias, seed=3)
-    x = np.random.default_rng(2).normal(
-        size=(BATCH, TIME, INPUT_SIZE)).astype("float32")
+    x = (
+        np.random.default_rng(2)
+        .normal(size=(BATCH, TIME, INPUT_SIZE))
+        .astype("float32")
+    )
     expected = to_numpy(layer(x))
     module = torch.nn.GRU(INPUT_SIZE, UNITS, batch_first=True, **kwargs)
     state = interop.to_torch_state_dict(layer)
     module.load_state_dict(state)
     assert not use_bias or "bias_ih_l0" in state
     assert use_bias or not any(name.startswith("bias") for name in state)
-    np.testing.assert_allclose(_torch_output(module.eval(), x), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(_torch_output(module.eval(), x), expected, atol=1e-5)
 
 
 def _built(layer, shape=(None, None, INPUT_SIZE)):
@@ -171,23 +179,42 @@ def _built(layer, shape=(None, None, INPUT_SIZE)):
     return layer
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: _built(keras_gru_plus.GRU(4, reset_after=False)),
-     "reset_after=False.*no such variant"),
-    (lambda: _built(keras.layers.Bidirectional(
-        keras.layers.GRU(4, reset_after=False))), "reset_after=False"),
-    (lambda: keras_gru_plus.GRU(4), "not built"),
-    (lambda: _built(keras.layers.GRU(4, activation="relu")),
-     "activation=.*tanh"),
-    (lambda: _built(keras_gru_plus.GRU(4, go_backwards=True)),
-     "go_backwards"),
-    (lambda: _built(keras.layers.Bidirectional(
-        keras_gru_plus.GRU(4), merge_mode="sum")), "merge_mode"),
-    (lambda: _built(keras.Sequential([
-        keras_gru_plus.GRU(4, return_sequences=True),
-        keras_gru_plus.GRU(5)])), "hidden_size"),
-    (lambda: _built(keras.layers.Dense(4)), "`layer`.*Dense"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: _built(keras_gru_plus.GRU(4, reset_after=False)),
+            "reset_after=False.*no such variant",
+        ),
+        (
+            lambda: _built(
+                keras.layers.Bidirectional(keras.layers.GRU(4, reset_after=False))
+            ),
+            "reset_after=False",
+        ),
+        (lambda: keras_gru_plus.GRU(4), "not built"),
+        (lambda: _built(keras.layers.GRU(4, activation="relu")), "activation=.*tanh"),
+        (lambda: _built(keras_gru_plus.GRU(4, go_backwards=True)), "go_backwards"),
+        (
+            lambda: _built(
+                keras.layers.Bidirectional(keras_gru_plus.GRU(4), merge_mode="sum")
+            ),
+            "merge_mode",
+        ),
+        (
+            lambda: _built(
+                keras.Sequential(
+                    [
+                        keras_gru_plus.GRU(4, return_sequences=True),
+                        keras_gru_plus.GRU(5),
+                    ]
+                )
+            ),
+            "hidden_size",
+        ),
+        (lambda: _built(keras.layers.Dense(4)), "`layer`.*Dense"),
+    ],
+)
 def test_to_torch_state_dict_rejects(make, match):
     _torch()
     with pytest.raises(ValueError, match=match):
@@ -204,7 +231,7 @@ def test_cudnn_bias_layout_and_round_trip():
     assert bias.shape == (2, 3 * units)
     # Keras 2 (`_convert_rnn_weights`): input bias first, recurrent second.
     np.testing.assert_array_equal(bias[0], flat[: 3 * units])
-    np.testing.assert_array_equal(bias[1], flat[3 * units:])
+    np.testing.assert_array_equal(bias[1], flat[3 * units :])
     np.testing.assert_array_equal(interop.gru_bias_to_cudnn(bias), flat)
 
     # A real layer's bias survives the trip.
@@ -216,18 +243,23 @@ def test_cudnn_bias_layout_and_round_trip():
     np.testing.assert_array_equal(interop.cudnn_bias_to_gru(flat), gru_bias)
 
 
-@pytest.mark.parametrize("function, shape", [
-    (interop.cudnn_bias_to_gru, (10,)),
-    (interop.cudnn_bias_to_gru, (0,)),
-    (interop.cudnn_bias_to_gru, (2, 6)),
-    (interop.gru_bias_to_cudnn, (12,)),
-    (interop.gru_bias_to_cudnn, (3, 6)),
-    (interop.gru_bias_to_cudnn, (2, 5)),
-    (interop.gru_bias_to_cudnn, (2, 0)),
-])
+@pytest.mark.parametrize(
+    "function, shape",
+    [
+        (interop.cudnn_bias_to_gru, (10,)),
+        (interop.cudnn_bias_to_gru, (0,)),
+        (interop.cudnn_bias_to_gru, (2, 6)),
+        (interop.gru_bias_to_cudnn, (12,)),
+        (interop.gru_bias_to_cudnn, (3, 6)),
+        (interop.gru_bias_to_cudnn, (2, 5)),
+        (interop.gru_bias_to_cudnn, (2, 0)),
+    ],
+)
 def test_cudnn_bias_bad_shapes(function, shape):
-    with pytest.raises(ValueError, match=r"`bias`.*" + str(shape)
-                       .replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError,
+        match=r"`bias`.*" + str(shape).replace("(", r"\(").replace(")", r"\)"),
+    ):
         function(np.zeros(shape, "float32"))
 
 
@@ -257,8 +289,7 @@ KERAS2_GRU = {
         "recurrent_activation": "sigmoid",
         "use_bias": True,
         "kernel_initializer": _initializer("GlorotUniform", seed=None),
-        "recurrent_initializer": _initializer("Orthogonal", gain=1.0,
-                                              seed=None),
+        "recurrent_initializer": _initializer("Orthogonal", gain=1.0, seed=None),
         "bias_initializer": _initializer("Zeros"),
         "kernel_regularizer": _initializer("L2", l2=0.009999999776482582),
         "recurrent_regularizer": None,
@@ -288,8 +319,7 @@ KERAS2_CUDNN_GRU = {
         "time_major": False,
         "units": UNITS,
         "kernel_initializer": _initializer("GlorotUniform", seed=None),
-        "recurrent_initializer": _initializer("Orthogonal", gain=1.0,
-                                              seed=None),
+        "recurrent_initializer": _initializer("Orthogonal", gain=1.0, seed=None),
         "bias_initializer": _initializer("Zeros"),
         "kernel_regularizer": None,
         "recurrent_regularizer": None,
@@ -301,8 +331,7 @@ KERAS2_CUDNN_GRU = {
     },
 }
 
-X = np.random.default_rng(5).normal(
-    size=(BATCH, TIME, INPUT_SIZE)).astype("float32")
+X = np.random.default_rng(5).normal(size=(BATCH, TIME, INPUT_SIZE)).astype("float32")
 
 
 @pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
@@ -311,12 +340,10 @@ def test_from_keras2_config_gru():
     layer = interop.from_keras2_config(KERAS2_GRU)
     assert repr(KERAS2_GRU) == before  # not modified
     assert isinstance(layer, keras_gru_plus.GRU)
-    assert (layer.name, layer.units, layer.time_major) == ("gru_1", UNITS,
-                                                          True)
+    assert (layer.name, layer.units, layer.time_major) == ("gru_1", UNITS, True)
     assert layer.implementation == 1 and layer.reset_after is False
     assert layer.return_sequences is True
-    assert isinstance(layer.kernel_initializer,
-                      keras.initializers.GlorotUniform)
+    assert isinstance(layer.kernel_initializer, keras.initializers.GlorotUniform)
     assert isinstance(layer.kernel_regularizer, keras.regularizers.L2)
     np.testing.assert_allclose(layer.kernel_regularizer.l2, 0.01, rtol=1e-6)
     # The bare config gives the same layer.
@@ -324,14 +351,14 @@ def test_from_keras2_config_gru():
     assert bare.get_config() == layer.get_config()
 
     # Numbers: keras.layers.GRU with the same weights, batch-major input.
-    builtin = _built(keras.layers.GRU(UNITS, reset_after=False,
-                                      return_sequences=True))
+    builtin = _built(keras.layers.GRU(UNITS, reset_after=False, return_sequences=True))
     _random_weights(builtin, seed=6)
     layer.build((None, None, INPUT_SIZE))
     layer.set_weights(builtin.get_weights())
     got = to_numpy(layer(np.transpose(X, (1, 0, 2))))
-    np.testing.assert_allclose(np.transpose(got, (1, 0, 2)),
-                               to_numpy(builtin(X)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.transpose(got, (1, 0, 2)), to_numpy(builtin(X)), atol=1e-5
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`")
@@ -340,8 +367,7 @@ def test_from_keras2_config_cudnn_gru():
     assert isinstance(layer, keras_gru_plus.GRU)
     assert layer.reset_after is True
     assert keras.activations.serialize(layer.activation) == "tanh"
-    assert keras.activations.serialize(layer.recurrent_activation) == (
-        "sigmoid")
+    assert keras.activations.serialize(layer.recurrent_activation) == ("sigmoid")
     assert layer.time_major is False
     builtin = _built(keras.layers.GRU(UNITS, reset_after=True))
     _random_weights(builtin, seed=7)
@@ -349,8 +375,7 @@ def test_from_keras2_config_cudnn_gru():
     flat = bias.reshape(-1)  # as a CuDNNGRU weight file holds it
     layer.build((None, TIME, INPUT_SIZE))
     layer.set_weights([kernel, recurrent, interop.cudnn_bias_to_gru(flat)])
-    np.testing.assert_allclose(to_numpy(layer(X)), to_numpy(builtin(X)),
-                               atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer(X)), to_numpy(builtin(X)), atol=1e-5)
 
 
 def test_from_keras2_config_rejects():
@@ -361,8 +386,7 @@ def test_from_keras2_config_rejects():
     with pytest.raises(ValueError, match="`config`"):
         interop.from_keras2_config({"class_name": "GRU", "config": None})
     with pytest.warns(UserWarning, match="hard_sigmoid"):
-        interop.from_keras2_config(
-            {"units": 2, "recurrent_activation": "hard_sigmoid"})
+        interop.from_keras2_config({"units": 2, "recurrent_activation": "hard_sigmoid"})
 
 
 # Whole models.
@@ -385,25 +409,27 @@ def _replace_and_check(model, x):
             inner.append(layer)
     assert not any(isinstance(layer, keras.layers.GRU) for layer in inner)
     assert any(isinstance(layer, keras_gru_plus.GRU) for layer in inner)
-    np.testing.assert_allclose(to_numpy(copy.predict(x, verbose=0)),
-                               expected, atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(copy.predict(x, verbose=0)), expected, atol=1e-5
+    )
     # The original keeps its weights and its numbers.
     after = _weights(model)
     assert len(before) == len(after)
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(to_numpy(model.predict(x, verbose=0)),
-                                  expected)
+    np.testing.assert_array_equal(to_numpy(model.predict(x, verbose=0)), expected)
     return copy
 
 
 def test_replace_gru_sequential_with_embedding_mask():
-    model = keras.Sequential([
-        keras.Input((TIME,), dtype="int32"),
-        keras.layers.Embedding(10, INPUT_SIZE, mask_zero=True),
-        keras.layers.GRU(UNITS),
-        keras.layers.Dense(2),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((TIME,), dtype="int32"),
+            keras.layers.Embedding(10, INPUT_SIZE, mask_zero=True),
+            keras.layers.GRU(UNITS),
+            keras.layers.Dense(2),
+        ]
+    )
     _random_weights(model, seed=8)
     tokens = np.array([[3, 1, 4, 0, 0], [5, 9, 2, 6, 5]], "int32")
     copy = _replace_and_check(model, tokens)

@@ -34,8 +34,7 @@ GRID = {
     "stateful": [False, True],
     "time_major": [False, True],
     "zero_output_for_mask": [False, True],
-    "activations": [("tanh", "sigmoid"), ("relu", "hard_sigmoid"),
-                    ("linear", "tanh")],
+    "activations": [("tanh", "sigmoid"), ("relu", "hard_sigmoid"), ("linear", "tanh")],
     # No dropout here, so training changes no number; it selects the
     # hand-written backward pass (True) or the inference loops.
     "training": [False, True],
@@ -61,8 +60,12 @@ def keras_agrees(case, nonzero_start):
         return False
     if BACKEND == "torch" and case["go_backwards"] and case["unroll"]:
         return False
-    if (BACKEND == "jax" and not case["unroll"] and nonzero_start
-            and not case["zero_output_for_mask"]):
+    if (
+        BACKEND == "jax"
+        and not case["unroll"]
+        and nonzero_start
+        and not case["zero_output_for_mask"]
+    ):
         return False
     return True
 
@@ -89,11 +92,16 @@ def _expected(case, weights, x, mask, h0):
     kernel, recurrent_kernel = weights[0], weights[1]
     bias = weights[2] if case["use_bias"] else None
     outputs, last, state = reference.gru_sequence(
-        x, kernel, recurrent_kernel, bias,
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
         reset_after=case["reset_after"],
         activation=case["activations"][0],
         recurrent_activation=case["activations"][1],
-        mask=mask, initial_state=h0, go_backwards=case["go_backwards"],
+        mask=mask,
+        initial_state=h0,
+        go_backwards=case["go_backwards"],
         zero_output_for_mask=case["zero_output_for_mask"],
     )
     result = [outputs if case["return_sequences"] else last]
@@ -115,14 +123,10 @@ def _close(actual, expected, what):
     assert len(actual) == len(expected), what
     for a, e in zip(actual, expected):
         scale = max(1.0, float(np.max(np.abs(e))))
-        np.testing.assert_allclose(
-            a, e, atol=ATOL * scale, rtol=RTOL, err_msg=what
-        )
+        np.testing.assert_allclose(a, e, atol=ATOL * scale, rtol=RTOL, err_msg=what)
 
 
-@pytest.mark.parametrize(
-    "case", CASES, ids=[f"case{i}" for i in range(len(CASES))]
-)
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_parity_grid(case):
     _check_case(case)
 
@@ -147,7 +151,8 @@ def test_parity_grid_in_blocks(case, resize, plans):
     resize(block_steps=2)
     _check_case(case)
     assert ("inference", 2) in {(p.runner, p.block) for p in plans}, (
-        "the blocked loop did not run")
+        "the blocked loop did not run"
+    )
 
 
 def _spy(monkeypatch, module, name, record):
@@ -167,13 +172,15 @@ def _spy(monkeypatch, module, name, record):
 # The cases that take TensorFlow's inference loop with `return_sequences`,
 # run again with that loop in blocks of 2 steps (2 blocks and a 1-step
 # block), which sequences of at least two such blocks take.
-SEQUENCE_BLOCK_GRID = dict(GRID, training=[False], return_sequences=[True],
-                           unroll=[False])
+SEQUENCE_BLOCK_GRID = dict(
+    GRID, training=[False], return_sequences=[True], unroll=[False]
+)
 SEQUENCE_BLOCK_CASES = pairwise_cases(SEQUENCE_BLOCK_GRID, seed=6)
 
 
 @pytest.mark.parametrize(
-    "case", SEQUENCE_BLOCK_CASES,
+    "case",
+    SEQUENCE_BLOCK_CASES,
     ids=[f"case{i}" for i in range(len(SEQUENCE_BLOCK_CASES))],
 )
 @pytest.mark.skipif(
@@ -184,8 +191,7 @@ SEQUENCE_BLOCK_CASES = pairwise_cases(SEQUENCE_BLOCK_GRID, seed=6)
 def test_parity_grid_sequence_blocks(case, monkeypatch, resize, plans):
     resize(sequence_block_steps=2)
     # The block size of every call of the blocked loop.
-    calls = _spy(monkeypatch, scan, "blocks_loop",
-                 lambda *args, **kwargs: args[3])
+    calls = _spy(monkeypatch, scan, "blocks_loop", lambda *args, **kwargs: args[3])
     _check_case(case)
     assert {(p.runner, p.block) for p in plans} == {("step_projection", 2)}
     assert calls and set(calls) == {2}, "the blocked loop did not run"
@@ -210,14 +216,16 @@ GROUP_CASES = pairwise_cases(GROUP_GRID, seed=8)
 def test_parity_grid_step_groups(case, monkeypatch, resize):
     resize(step_groups=2)
     # The group size and direction of every call.
-    calls = _spy(monkeypatch, scan, "blocks_loop",
-                 lambda *args, **kwargs: (args[3],
-                                          kwargs.get("reverse", False)))
+    calls = _spy(
+        monkeypatch,
+        scan,
+        "blocks_loop",
+        lambda *args, **kwargs: (args[3], kwargs.get("reverse", False)),
+    )
     _check_case(case)
     # Forward and backward loops, both in groups of 2 steps (the training
     # passes' loop over one block, `None`, holds them).
-    assert set(calls) - {(None, False), (None, True)} == {
-        (2, False), (2, True)}, calls
+    assert set(calls) - {(None, False), (None, True)} == {(2, False), (2, True)}, calls
 
 
 def _check_case(case):
@@ -226,17 +234,18 @@ def _check_case(case):
     # where float32 against float64 can be held to 1e-5.
     x = rng.normal(scale=0.5, size=(BATCH, TIME, FEATURES)).astype("float32")
     mask = mask_of(case["mask"], BATCH, TIME, seed=11)
-    h0 = (rng.normal(size=(BATCH, UNITS)).astype("float32")
-          if case["initial_state"] else None)
+    h0 = (
+        rng.normal(size=(BATCH, UNITS)).astype("float32")
+        if case["initial_state"]
+        else None
+    )
     shape = (BATCH, TIME, FEATURES)
     ours, theirs, weights = twin_layers(shape, _kwargs(case))
 
     our_x = np.swapaxes(x, 0, 1) if case["time_major"] else x
     our_mask = mask.T if (mask is not None and case["time_major"]) else mask
-    our_call = {"mask": our_mask, "initial_state": h0,
-                "training": case["training"]}
-    their_call = {"mask": mask, "initial_state": h0,
-                  "training": case["training"]}
+    our_call = {"mask": our_mask, "initial_state": h0, "training": case["training"]}
+    their_call = {"mask": mask, "initial_state": h0, "training": case["training"]}
     n_out = 1 + case["return_state"]
     out_shapes = [
         (BATCH, TIME, UNITS) if case["return_sequences"] else (BATCH, UNITS),
@@ -249,9 +258,7 @@ def _check_case(case):
         our_probes = probe_values
 
     # Gradients of the first call (state starts from h0 or zeros).
-    our_out, our_dx, our_dw = outputs_and_gradients(
-        ours, our_x, our_call, our_probes
-    )
+    our_out, our_dx, our_dw = outputs_and_gradients(ours, our_x, our_call, our_probes)
     expected, state = _expected(case, weights, x, mask, h0)
     _close(_batch_major(case, our_out), expected, "ours vs reference")
     if case["time_major"]:
@@ -278,8 +285,11 @@ def _check_case(case):
         theirs.reset_state()
         first = ours(our_x, **our_call)
         second = ours(our_x, mask=our_mask)
-        _close(_batch_major(case, [to_numpy(o) for o in _as_list(first)]),
-               expected, "stateful call 1 vs reference")
+        _close(
+            _batch_major(case, [to_numpy(o) for o in _as_list(first)]),
+            expected,
+            "stateful call 1 vs reference",
+        )
         expected2, _ = _expected(case, weights, x, mask, state)
         second = _batch_major(case, [to_numpy(o) for o in _as_list(second)])
         _close(second, expected2, "stateful call 2 vs reference")
@@ -297,12 +307,10 @@ def test_grid_covers_every_pair():
     """The covering design really covers each pair of argument values."""
     names = list(GRID)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             for va in GRID[a]:
                 for vb in GRID[b]:
-                    assert any(
-                        c[a] == va and c[b] == vb for c in CASES
-                    ), (a, va, b, vb)
+                    assert any(c[a] == va and c[b] == vb for c in CASES), (a, va, b, vb)
     full = np.prod([len(v) for v in GRID.values()])
     assert len(CASES) < full / 100
 
@@ -315,12 +323,19 @@ def test_inference_dropout_changes_nothing(reset_after, implementation):
     x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     ours, theirs, _ = twin_layers(
         (BATCH, TIME, FEATURES),
-        dict(units=UNITS, reset_after=reset_after, dropout=0.4,
-             recurrent_dropout=0.3, implementation=implementation,
-             return_sequences=True),
+        dict(
+            units=UNITS,
+            reset_after=reset_after,
+            dropout=0.4,
+            recurrent_dropout=0.3,
+            implementation=implementation,
+            return_sequences=True,
+        ),
         dict(units=UNITS, reset_after=reset_after, return_sequences=True),
     )
     np.testing.assert_allclose(
-        to_numpy(ours(x, training=False)), to_numpy(theirs(x)),
-        atol=ATOL, rtol=RTOL,
+        to_numpy(ours(x, training=False)),
+        to_numpy(theirs(x)),
+        atol=ATOL,
+        rtol=RTOL,
     )

@@ -63,15 +63,13 @@ def _masks(draw, kind, batch, time):
         return np.zeros((batch, time), bool)
     if kind in ("right", "left"):
         # Padding: row b keeps `lengths[b]` steps (0 = a fully masked row).
-        lengths = draw(st.lists(st.integers(0, time), min_size=batch,
-                                max_size=batch))
+        lengths = draw(st.lists(st.integers(0, time), min_size=batch, max_size=batch))
         steps = np.arange(time)[None, :]
         lengths = np.asarray(lengths)[:, None]
         if kind == "right":
             return steps < lengths
         return steps >= time - lengths
-    cells = draw(st.lists(st.booleans(), min_size=batch * time,
-                          max_size=batch * time))
+    cells = draw(st.lists(st.booleans(), min_size=batch * time, max_size=batch * time))
     mask = np.asarray(cells, bool).reshape(batch, time)
     if kind == "full_rows":
         # At least one fully masked row, the others random.
@@ -96,9 +94,7 @@ def _cases(draw):
     }
     for flag in FLAGS:
         case[flag] = draw(st.booleans())
-    case["mask_value"] = draw(
-        _masks(case["mask"], case["batch"], case["time"])
-    )
+    case["mask_value"] = draw(_masks(case["mask"], case["batch"], case["time"]))
     return case
 
 
@@ -108,10 +104,16 @@ def _reference(case, x, weights, h0, mask, perturb=None):
         x, h0 = perturb(x), perturb(h0)
         weights = [perturb(w) for w in weights]
     outputs, last, state = reference.gru_sequence(
-        x, weights[0], weights[1], weights[2] if case["use_bias"] else None,
-        reset_after=case["reset_after"], activation=case["activations"][0],
-        recurrent_activation=case["activations"][1], mask=mask,
-        initial_state=h0, go_backwards=case["go_backwards"],
+        x,
+        weights[0],
+        weights[1],
+        weights[2] if case["use_bias"] else None,
+        reset_after=case["reset_after"],
+        activation=case["activations"][0],
+        recurrent_activation=case["activations"][1],
+        mask=mask,
+        initial_state=h0,
+        go_backwards=case["go_backwards"],
         zero_output_for_mask=case["zero_output_for_mask"],
     )
     expected = [outputs if case["return_sequences"] else last]
@@ -149,14 +151,21 @@ def _close(actual, expected, sensitivity, what):
         assert a.shape == e.shape, (what, a.shape, e.shape)
         scale = max(1.0, float(np.max(np.abs(e))) if e.size else 1.0)
         np.testing.assert_allclose(
-            a, e, atol=TOL * scale + 10.0 * sensitivity, rtol=0,
+            a,
+            e,
+            atol=TOL * scale + 10.0 * sensitivity,
+            rtol=0,
             err_msg=what,
         )
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(case=_cases())
 def test_random_configurations_match_reference_and_keras(case):
     batch, time = case["batch"], case["time"]
@@ -165,12 +174,16 @@ def test_random_configurations_match_reference_and_keras(case):
     rng = np.random.default_rng(case["seed"])
     # Inputs of scale 0.5, as in test_parity: linear candidates keep O(1).
     x = rng.normal(scale=0.5, size=(batch, time, features)).astype("float32")
-    h0 = (rng.normal(size=(batch, units)).astype("float32")
-          if case["initial_state"] else None)
+    h0 = (
+        rng.normal(size=(batch, units)).astype("float32")
+        if case["initial_state"]
+        else None
+    )
     mask = case["mask_value"]
 
-    kwargs = dict(units=units, activation=activation,
-                  recurrent_activation=recurrent_activation)
+    kwargs = dict(
+        units=units, activation=activation, recurrent_activation=recurrent_activation
+    )
     kwargs.update({flag: case[flag] for flag in FLAGS})
     ours, theirs, weights = twin_layers(
         (batch, time, features), kwargs, seed=case["seed"]
@@ -180,9 +193,12 @@ def test_random_configurations_match_reference_and_keras(case):
     tm = case["time_major"]
     our_x = np.swapaxes(x, 0, 1) if tm else x
     our_mask = None if mask is None else (mask.T if tm else mask)
-    our_out = [to_numpy(o) for o in as_list(ours(
-        our_x, mask=our_mask, initial_state=h0, training=case["training"]
-    ))]
+    our_out = [
+        to_numpy(o)
+        for o in as_list(
+            ours(our_x, mask=our_mask, initial_state=h0, training=case["training"])
+        )
+    ]
     if tm and case["return_sequences"]:
         our_out[0] = np.swapaxes(our_out[0], 0, 1)
 
@@ -191,7 +207,10 @@ def test_random_configurations_match_reference_and_keras(case):
     _close(our_out, expected, sensitivity, "ours vs float64 reference")
 
     if keras_agrees(case, nonzero_start=h0 is not None):
-        their_out = [to_numpy(o) for o in as_list(theirs(
-            x, mask=mask, initial_state=h0, training=case["training"]
-        ))]
+        their_out = [
+            to_numpy(o)
+            for o in as_list(
+                theirs(x, mask=mask, initial_state=h0, training=case["training"])
+            )
+        ]
         _close(our_out, their_out, sensitivity, "ours vs keras.layers.GRU")

@@ -20,8 +20,10 @@ RNG = np.random.default_rng(0)
 
 
 def _random_weights(model):
-    return [RNG.normal(scale=0.4, size=w.shape).astype("float32")
-            for w in model.get_weights()]
+    return [
+        RNG.normal(scale=0.4, size=w.shape).astype("float32")
+        for w in model.get_weights()
+    ]
 
 
 def _inputs():
@@ -37,22 +39,25 @@ def test_keras_file_round_trip(tmp_path):
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    grus = [layer for layer in loaded.layers
-            if isinstance(layer, keras_gru_plus.GRU)]
+    grus = [layer for layer in loaded.layers if isinstance(layer, keras_gru_plus.GRU)]
     assert len(grus) == 2
     assert grus[1].go_backwards and not grus[0].reset_after
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0),
-                                  model.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
 
 
 def test_registered_names():
     assert keras.saving.get_registered_name(keras_gru_plus.GRU) == (
-        "keras_gru_plus>GRU")
+        "keras_gru_plus>GRU"
+    )
     assert keras.saving.get_registered_name(keras_gru_plus.GRUCell) == (
-        "keras_gru_plus>GRUCell")
+        "keras_gru_plus>GRUCell"
+    )
     layer = keras_gru_plus.GRU(3)
     restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer))
+        keras.saving.serialize_keras_object(layer)
+    )
     assert isinstance(restored, keras_gru_plus.GRU)
 
 
@@ -69,61 +74,98 @@ def test_weights_file_moves_between_layers(tmp_path, direction):
     for a, b in zip(source.get_weights(), target.get_weights()):
         np.testing.assert_array_equal(a, b)
     x = _inputs()
-    np.testing.assert_allclose(target.predict(x, verbose=0),
-                               source.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        target.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-5
+    )
 
 
 def test_configs_move_between_layers():
-    theirs = keras.layers.GRU(4, dropout=0.2, reset_after=False,
-                              return_sequences=True, seed=3)
+    theirs = keras.layers.GRU(
+        4, dropout=0.2, reset_after=False, return_sequences=True, seed=3
+    )
     ours = keras_gru_plus.GRU.from_config(theirs.get_config())
-    assert (ours.units, ours.dropout, ours.reset_after,
-            ours.return_sequences, ours.seed) == (4, 0.2, False, True, 3)
+    assert (
+        ours.units,
+        ours.dropout,
+        ours.reset_after,
+        ours.return_sequences,
+        ours.seed,
+    ) == (4, 0.2, False, True, 3)
     back = keras.layers.GRU.from_config(ours.get_config())
     assert (back.units, back.dropout, back.reset_after) == (4, 0.2, False)
 
 
 def test_config_round_trip_keeps_every_argument():
     layer = keras_gru_plus.GRU(
-        5, activation="relu", recurrent_activation="hard_sigmoid",
-        use_bias=False, kernel_initializer="he_normal",
-        recurrent_initializer="glorot_normal", bias_initializer="ones",
-        kernel_regularizer="l2", recurrent_regularizer="l1",
-        bias_regularizer=keras.regularizers.L1L2(0.1, 0.2), activity_regularizer="l2",
-        kernel_constraint="non_neg", recurrent_constraint="unit_norm",
-        bias_constraint="max_norm", dropout=0.1, recurrent_dropout=0.2,
-        seed=7, return_sequences=True, return_state=True, go_backwards=True,
-        stateful=True, unroll=True, reset_after=False,
-        zero_output_for_mask=True, time_major=True, implementation=1,
+        5,
+        activation="relu",
+        recurrent_activation="hard_sigmoid",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        recurrent_initializer="glorot_normal",
+        bias_initializer="ones",
+        kernel_regularizer="l2",
+        recurrent_regularizer="l1",
+        bias_regularizer=keras.regularizers.L1L2(0.1, 0.2),
+        activity_regularizer="l2",
+        kernel_constraint="non_neg",
+        recurrent_constraint="unit_norm",
+        bias_constraint="max_norm",
+        dropout=0.1,
+        recurrent_dropout=0.2,
+        seed=7,
+        return_sequences=True,
+        return_state=True,
+        go_backwards=True,
+        stateful=True,
+        unroll=True,
+        reset_after=False,
+        zero_output_for_mask=True,
+        time_major=True,
+        implementation=1,
         use_cudnn=False,
     )
     config = layer.get_config()
     clone = keras_gru_plus.GRU.from_config(config)
     assert clone.get_config() == config
-    for key in ("time_major", "implementation", "use_cudnn",
-                "zero_output_for_mask"):
+    for key in ("time_major", "implementation", "use_cudnn", "zero_output_for_mask"):
         assert key in config
 
 
 def test_legacy_keras_2_config_loads():
     """A tf.keras (Keras 2) GRU config, with its legacy keys."""
     config = {
-        "name": "gru", "trainable": True, "dtype": "float32",
-        "batch_input_shape": [None, 6, 4], "return_sequences": False,
-        "return_state": False, "go_backwards": False, "stateful": False,
-        "unroll": False, "time_major": True, "units": 3,
-        "activation": "tanh", "recurrent_activation": "sigmoid",
+        "name": "gru",
+        "trainable": True,
+        "dtype": "float32",
+        "batch_input_shape": [None, 6, 4],
+        "return_sequences": False,
+        "return_state": False,
+        "go_backwards": False,
+        "stateful": False,
+        "unroll": False,
+        "time_major": True,
+        "units": 3,
+        "activation": "tanh",
+        "recurrent_activation": "sigmoid",
         "use_bias": True,
-        "kernel_initializer": {"class_name": "GlorotUniform",
-                               "config": {"seed": None}},
-        "recurrent_initializer": {"class_name": "Orthogonal",
-                                  "config": {"gain": 1.0, "seed": None}},
+        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+        "recurrent_initializer": {
+            "class_name": "Orthogonal",
+            "config": {"gain": 1.0, "seed": None},
+        },
         "bias_initializer": {"class_name": "Zeros", "config": {}},
-        "kernel_regularizer": None, "recurrent_regularizer": None,
-        "bias_regularizer": None, "activity_regularizer": None,
-        "kernel_constraint": None, "recurrent_constraint": None,
-        "bias_constraint": None, "dropout": 0.0, "recurrent_dropout": 0.0,
-        "implementation": 2, "reset_after": True,
+        "kernel_regularizer": None,
+        "recurrent_regularizer": None,
+        "bias_regularizer": None,
+        "activity_regularizer": None,
+        "kernel_constraint": None,
+        "recurrent_constraint": None,
+        "bias_constraint": None,
+        "dropout": 0.0,
+        "recurrent_dropout": 0.0,
+        "implementation": 2,
+        "reset_after": True,
     }
     layer = keras_gru_plus.GRU.from_config(config)
     assert layer.time_major and layer.implementation == 2
@@ -143,8 +185,9 @@ def test_legacy_implementation_zero():
     config["implementation"] = 0
     ours = keras_gru_plus.GRU.from_config(config)
     theirs = keras.layers.GRU(3, **const)
-    np.testing.assert_allclose(to_numpy(ours(sequence)),
-                               to_numpy(theirs(sequence)), atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(ours(sequence)), to_numpy(theirs(sequence)), atol=1e-5
+    )
 
 
 def _check_fixture(model_path, npz_path):
@@ -158,15 +201,18 @@ def _check_fixture(model_path, npz_path):
     twin.set_weights(saved_weights)
     np.testing.assert_allclose(
         loaded.predict(data["x"], verbose=0),
-        twin.predict(data["x"], verbose=0), atol=1e-5,
+        twin.predict(data["x"], verbose=0),
+        atol=1e-5,
     )
 
 
 @pytest.mark.parametrize("saved_under", BACKENDS)
 def test_fixture_saved_under_each_backend_loads_here(saved_under):
     """Files written by tests/data/make_fixtures.py under each backend."""
-    _check_fixture(os.path.join(DATA, f"model_{saved_under}.keras"),
-                   os.path.join(DATA, f"inputs_{saved_under}.npz"))
+    _check_fixture(
+        os.path.join(DATA, f"model_{saved_under}.keras"),
+        os.path.join(DATA, f"inputs_{saved_under}.npz"),
+    )
 
 
 _MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
@@ -179,12 +225,18 @@ def test_save_in_subprocess_under_other_backend(tmp_path, other):
     if importlib.util.find_spec(_MODULES[other]) is None:
         pytest.skip(f"{other} is not installed in this environment")
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(DATA))!r})\n"
         "from tests.data import make_fixtures as m\n"
-        "m.HERE = %r\nm.main()\n"
-    ) % (os.path.dirname(os.path.dirname(DATA)), str(tmp_path))
+        f"m.HERE = {str(tmp_path)!r}\nm.main()\n"
+    )
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                   capture_output=True, timeout=600)
-    _check_fixture(str(tmp_path / f"model_{other}.keras"),
-                   str(tmp_path / f"inputs_{other}.npz"))
+    subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    _check_fixture(
+        str(tmp_path / f"model_{other}.keras"), str(tmp_path / f"inputs_{other}.npz")
+    )

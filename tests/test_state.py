@@ -18,8 +18,10 @@ CONST = dict(
 
 
 def _pair(units, **kwargs):
-    return (keras_gru_plus.GRU(units, **CONST, **kwargs),
-            keras.layers.GRU(units, **CONST, **kwargs))
+    return (
+        keras_gru_plus.GRU(units, **CONST, **kwargs),
+        keras.layers.GRU(units, **CONST, **kwargs),
+    )
 
 
 def test_statefulness_matches_keras():
@@ -45,8 +47,10 @@ def test_initial_state_matches_keras(go_backwards):
     sequence = np.arange(24).reshape((2, 4, 3)).astype("float32")
     initial_state = np.arange(4).reshape((2, 2)).astype("float32")
     ours, theirs = _pair(2, go_backwards=go_backwards, return_state=True)
-    for o, t in zip(ours(sequence, initial_state=initial_state),
-                    theirs(sequence, initial_state=initial_state)):
+    for o, t in zip(
+        ours(sequence, initial_state=initial_state),
+        theirs(sequence, initial_state=initial_state),
+    ):
         np.testing.assert_allclose(to_numpy(o), to_numpy(t), atol=1e-5)
     # A list of one state is accepted too.
     np.testing.assert_allclose(
@@ -62,10 +66,8 @@ def test_initial_state_is_the_second_positional_argument():
     h0 = np.random.default_rng(1).normal(size=(2, 5)).astype("float32")
     ours, theirs = _pair(5)
     positional = to_numpy(ours(x, h0))
-    np.testing.assert_allclose(positional,
-                               to_numpy(ours(x, initial_state=h0)), atol=0)
-    np.testing.assert_allclose(positional, to_numpy(theirs(x, h0)),
-                               atol=1e-5)
+    np.testing.assert_allclose(positional, to_numpy(ours(x, initial_state=h0)), atol=0)
+    np.testing.assert_allclose(positional, to_numpy(theirs(x, h0)), atol=1e-5)
 
 
 def test_reset_states_with_numpy_value():
@@ -114,11 +116,13 @@ def test_stateful_fit_keeps_state_across_batches():
     """With shuffle=False the state flows from batch to batch in `fit`."""
     x = np.random.default_rng(0).normal(size=(4, 3, 2)).astype("float32")
     y = np.zeros((4, 1), "float32")
-    model = keras.Sequential([
-        keras.Input((3, 2), batch_size=2),
-        keras_gru_plus.GRU(3, stateful=True),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((3, 2), batch_size=2),
+            keras_gru_plus.GRU(3, stateful=True),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile("sgd", "mse")
     model.fit(x, y, batch_size=2, shuffle=False, epochs=1, verbose=0)
     gru = model.layers[0]
@@ -130,9 +134,10 @@ def test_stateful_fit_keeps_state_across_batches():
     np.testing.assert_array_equal(to_numpy(gru.states[0]), 0)
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow",
-                    reason="tf.function with a symbolic batch size is "
-                    "TensorFlow only")
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="tf.function with a symbolic batch size is TensorFlow only",
+)
 def test_stateful_with_symbolic_batch_size():
     import tensorflow as tf
 
@@ -158,12 +163,13 @@ def test_twin_stateful_time_major():
     """time_major with stateful: state per batch row, layout transposed."""
     x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
     ours, theirs, _ = twin_layers(
-        (2, 5, 4), dict(units=3, stateful=True, time_major=True,
-                        return_sequences=True),
+        (2, 5, 4),
+        dict(units=3, stateful=True, time_major=True, return_sequences=True),
     )
     xt = np.swapaxes(x, 0, 1)
     for _ in range(2):
         np.testing.assert_allclose(
-            np.swapaxes(to_numpy(ours(xt)), 0, 1), to_numpy(theirs(x)),
+            np.swapaxes(to_numpy(ours(xt)), 0, 1),
+            to_numpy(theirs(x)),
             atol=1e-5,
         )

@@ -30,10 +30,12 @@ def main():
     keras.utils.set_random_seed(0)
     model = build_model(keras_gru_plus.GRU)
     rng = np.random.default_rng(0)
-    model.set_weights([
-        rng.normal(scale=0.4, size=w.shape).astype("float32")
-        for w in model.get_weights()
-    ])
+    model.set_weights(
+        [
+            rng.normal(scale=0.4, size=w.shape).astype("float32")
+            for w in model.get_weights()
+        ]
+    )
     x = rng.normal(size=(3, 6, 4)).astype("float32")
     x[1, 4:] = 0.0
     model.save(os.path.join(HERE, f"model_{backend}.keras"))

@@ -14,8 +14,9 @@ os.environ["KERAS_BACKEND"] = "jax"
 # The single-device run on a CPU device too, so that both runs compute in
 # float32 (a GPU's default matmul precision in JAX is TF32).
 os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=2")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+)
 
 import jax  # noqa: E402
 import keras  # noqa: E402
@@ -27,12 +28,14 @@ T, F, UNITS = 12, 5, 8
 
 
 def build():
-    model = keras.Sequential([
-        keras.Input((T, F)),
-        keras_gru_plus.GRU(UNITS, return_sequences=True, name="gru_seq"),
-        keras_gru_plus.GRU(UNITS, reset_after=False, name="gru_last"),
-        keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((T, F)),
+            keras_gru_plus.GRU(UNITS, return_sequences=True, name="gru_seq"),
+            keras_gru_plus.GRU(UNITS, reset_after=False, name="gru_last"),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.1), "mse")
     return model
 
@@ -54,20 +57,25 @@ def main():
         parallel = build()
         parallel.set_weights(initial)
         parallel.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
-    dp_diff = max(float(np.max(np.abs(a - b)))
-                  for a, b in zip(single.get_weights(), parallel.get_weights()))
-    moved = max(float(np.max(np.abs(a - b)))
-                for a, b in zip(single.get_weights(), initial))
+    dp_diff = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(single.get_weights(), parallel.get_weights())
+    )
+    moved = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(single.get_weights(), initial)
+    )
 
     mesh = keras.distribution.DeviceMesh(
-        shape=(1, 2), axis_names=["batch", "model"], devices=devices)
+        shape=(1, 2), axis_names=["batch", "model"], devices=devices
+    )
     layout_map = keras.distribution.LayoutMap(mesh)
     # Shard the fused kernels along their 3 * units (gate) axis. Keys are
     # regular expressions matched from the start of the variable path.
     layout_map[".*/gru_cell/kernel"] = (None, "model")
     layout_map[".*/gru_cell/recurrent_kernel"] = (None, "model")
     model_parallel = keras.distribution.ModelParallel(
-        layout_map=layout_map, batch_dim_name="batch")
+        layout_map=layout_map, batch_dim_name="batch"
+    )
     with model_parallel.scope():
         sharded = build()
         sharded.set_weights(single.get_weights())
@@ -75,9 +83,17 @@ def main():
         kernel = sharded.get_layer("gru_seq").cell.kernel
         sharding = str(getattr(kernel.value, "sharding", ""))
     mp_diff = float(np.max(np.abs(sharded_out - single.predict(x, verbose=0))))
-    print(json.dumps({"devices": len(devices), "data_parallel_diff": dp_diff,
-                      "weights_moved": moved, "model_parallel_diff": mp_diff,
-                      "kernel_sharding": sharding}))
+    print(
+        json.dumps(
+            {
+                "devices": len(devices),
+                "data_parallel_diff": dp_diff,
+                "weights_moved": moved,
+                "model_parallel_diff": mp_diff,
+                "kernel_sharding": sharding,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
