@@ -167,12 +167,12 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
         t = _Tensors(
             **dict(zip(fields, args)), input_masks=tuple(args[len(fields) :]) or None
         )
-        states, kept = _forward(t, spec, plan)
+        states, kept, projected = _forward(t, spec, plan)
 
         def grad(*grad_args, upstream=None):
             if upstream is None:
                 (upstream,) = grad_args
-            grads = _backward(upstream, states, kept, t, spec, plan)
+            grads = _backward(upstream, states, kept, projected, t, spec, plan)
             # Masks get zeros.
             return tuple(
                 grads[name] if name in grads else ops.zeros_like(getattr(t, name))
@@ -192,24 +192,20 @@ def _block_loop(plan):
     return scan.scan, {"indexed": True}
 
 
-def _project(x_b, t, spec, split):
-    """A block of raw inputs projected, laid out as the loops take it."""
-    projected = recurrence.project_inputs(
-        x_b, t.kernel, t.projection_bias, spec.units, t.input_masks
-    )
-    if split:
-        return recurrence.split_gates(projected, spec.units)
-    return (projected,)
-
-
 def _forward(t, spec, plan):
     """The forward loop, block by block: project the block, run its steps.
 
-    Returns `(states, kept)`: the states `(time, batch, units)`, and the
-    gates `(z, r, hh[, rec_h])` of every step if the plan keeps them, else
-    `None`.
+    Returns `(states, kept, projected)`: the states `(time, batch,
+    units)`; the gates `(z, r, hh[, rec_h])` of every step if the plan keeps
+    them, else `None`; and with no blocks and no kept gates, the projection
+    of the whole sequence, which the backward pass then reuses to
+    recompute the gates (else `None`: blocks project again, block by
+    block, so that no projection of the whole sequence is held).
     """
     keep = None if t.mask is None else t.mask > 0
+    projected = None
+    if plan.block is None and not plan.keep_gates:
+        projected = recurrence.projected_arrays(t.x, t, spec.units, plan.split_gates)
     step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
     split = plan.split_gates
 
@@ -228,8 +224,11 @@ def _forward(t, spec, plan):
         return h_new, h_new
 
     def run_block(h, parts):
-        arrays = _project(parts[0], t, spec, split) + tuple(parts[1:])
-        h, ys = scan.scan(step, h, arrays, indexed=True)
+        if projected is None:
+            arrays = recurrence.projected_arrays(parts[0], t, spec.units, split)
+        else:
+            arrays = projected
+        h, ys = scan.scan(step, h, arrays + tuple(parts[1:]), indexed=True)
         return h, (ys if plan.keep_gates else (ys,)), ()
 
     n_out = (4 + spec.reset_after) if plan.keep_gates else 1
@@ -243,10 +242,10 @@ def _forward(t, spec, plan):
         loop=loop,
         **options,
     )
-    return ys[0], (ys[1:] if plan.keep_gates else None)
+    return ys[0], (ys[1:] if plan.keep_gates else None), projected
 
 
-def _backward(upstream, states, kept, t, spec, plan):
+def _backward(upstream, states, kept, projected, t, spec, plan):
     """The gradients of every tensor of `t` but the masks, by field name,
     block by block, last block first."""
     h_prev = ops.concatenate([ops.expand_dims(t.h0, 0), states[:-1]], 0)
@@ -267,9 +266,12 @@ def _backward(upstream, states, kept, t, spec, plan):
         mask_b = parts[3] if masked else None
         kept_b = tuple(parts[3 + masked :]) if kept is not None else None
         # The projection is needed only to recompute the gates.
-        arrays = (
-            None if kept_b is not None else _project(x_b, t, spec, plan.split_gates)
-        )
+        if kept_b is not None:
+            arrays = None
+        elif projected is not None:
+            arrays = projected
+        else:
+            arrays = recurrence.projected_arrays(x_b, t, spec.units, plan.split_gates)
         dh_b, delta_x, d_rk, d_cb = _block_grads(
             dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b
         )
@@ -314,9 +316,10 @@ def _projection_grads(delta_x, x, t, units):
         # One mask per gate (`implementation=1`): gate g sees `x * m_g`.
         per_gate = recurrence.split_gates(delta_x, units)
         kernels = recurrence.split_gates(t.kernel, units)
-        d_x = sum(
-            (d @ ops.transpose(k)) * m for d, k, m in zip(per_gate, kernels, masks)
-        )
+        d_x = None
+        for d, k, m in zip(per_gate, kernels, masks):
+            term = (d @ ops.transpose(k)) * m
+            d_x = term if d_x is None else d_x + term
         d_kernel = ops.concatenate(
             [_weight_grad(x * m, d) for d, m in zip(per_gate, masks)], -1
         )
@@ -400,8 +403,9 @@ def _back_step(through_recurrence, recurrent_mask, masked):
 # The three parts of the backward pass that depend on the formula variant,
 # `reset_after=True` then `False`: the factors (before the reverse loop),
 # the step's path through `R` (inside it), the gradients of the weights
-# (after it). `saved` is a list that `weight_grads` empties as it goes, so
-# that eager backends free each array once it is used.
+# (after it). `saved` holds what `weight_grads` needs: a list, which the
+# `reset_after=True` variant empties as it goes, so that eager backends free
+# `by_gate` (three times the state's width) once it is used.
 
 
 def _factors_reset_after(h_prev, h_in, gates, spec):

@@ -24,8 +24,10 @@ interleaved runs, unless they say otherwise.
 
 import contextlib
 import dataclasses
+import functools
 
 import keras
+from keras import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +44,21 @@ class BackendPolicy:
             `(time, batch, 3 * units)`.
         keep_gates: whether the training forward pass keeps its gates for
             the backward pass (below long blocks) instead of recomputing
-            them.
+            them. Its steps then emit more than the carry, which Keras'
+            TensorFlow `scan` does not take.
         python_loops: whether every loop is a Python loop (eager backends).
         indexed_loops: whether loops that autodiff does not go through read
             their inputs by step number (`scan.scan`'s `indexed`).
         step_groups: steps per group of unrolled steps in the indexed loops
             (from two groups on), or `None`.
-        state_loop: the loop that keeps only the state: `"python"`,
-            `"scan"` (no per-step output) or `"fori"` (`ops.fori_loop`).
+        state_loop: the loop that keeps only the state where the loops are
+            not Python loops: `"scan"` (no per-step output) or `"fori"`
+            (`ops.fori_loop`).
         project_in_step: whether inference projects each step's inputs
             inside its loop, instead of before it (or per block).
-        parallel_steps: how many steps of that loop may run at once.
+        parallel_steps: how many steps of that loop may run at once (Keras
+            passes `scan`'s `unroll` to TensorFlow's `while_loop` as
+            `parallel_iterations`; on JAX it would unroll instead).
         sequence_block_steps: with `return_sequences`, steps per block of
             unrolled steps of that loop (from two blocks on), or `None`.
         parallel_blocks: how many of those blocks may run at once.
@@ -60,7 +66,7 @@ class BackendPolicy:
             blocks of shorter sequences in Python (rather than a `scan`).
     """
 
-    block_steps: int = 100
+    block_steps: int
     short_block_steps: int | None = None
     split_gates: bool = False
     keep_gates: bool = False
@@ -102,6 +108,11 @@ POLICIES = {
         keep_gates=True,
         # `lax.scan` with no per-step output: what jax2onnx can export (its
         # `fori_loop` converter rejects arrays closed over by the body).
+        # The blocks of long sequences are a `scan` of blocks, each a
+        # `scan` of steps (`python_loops=False`): XLA compiled unrolled
+        # blocks into a far larger program (peak memory of a training step
+        # 589 MB against 326 MB), and a nested `scan` of inference steps
+        # compiles smaller too.
         state_loop="scan",
     ),
     "tensorflow": BackendPolicy(
@@ -119,6 +130,8 @@ POLICIES = {
         # Reading by step number, a training step at 1,000 steps: peak
         # memory 438 -> 342 MB, time 2-4% lower.
         indexed_loops=True,
+        # (`keep_gates`: keeping the forward gates measured no faster here
+        # than recomputing them.)
         # Keras' TensorFlow `scan` reads and writes its carry and outputs
         # through TensorArrays at every iteration; over groups of unrolled
         # steps that cost is paid once per group. Training steps 3-8%
@@ -165,12 +178,12 @@ POLICIES = {
         # Eager: a plain loop does what Keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
         python_loops=True,
-        state_loop="python",
     ),
 }
 
-# The place for entries measured on a GPU, by backend. None is measured
-# yet: on a GPU every backend uses its CPU entry above.
+# Entries measured on a GPU, by backend: `current()` takes a backend's
+# entry here when the backend computes on a GPU. None is measured yet, so
+# on a GPU every backend uses its CPU entry above.
 GPU_POLICIES = {}
 
 _overrides = []
@@ -178,8 +191,12 @@ _recorders = []
 
 
 def current():
-    """The policy of the backend in use, with any `override` applied."""
-    policy = POLICIES[keras.backend.backend()]
+    """The policy of the backend in use (its GPU entry on a GPU, if it has
+    one), with any `override` applied."""
+    backend = keras.backend.backend()
+    policy = POLICIES[backend]
+    if backend in GPU_POLICIES and on_gpu(backend):
+        policy = GPU_POLICIES[backend]
     for fields in _overrides:
         policy = dataclasses.replace(policy, **fields)
     return policy
@@ -204,7 +221,7 @@ def override(**fields):
     try:
         yield
     finally:
-        _overrides.remove(fields)
+        _remove(_overrides, fields)
 
 
 @contextlib.contextmanager
@@ -215,7 +232,23 @@ def recording():
     try:
         yield plans
     finally:
-        _recorders.remove(plans)
+        _remove(_recorders, plans)
+
+
+def _remove(stack, item):
+    """Removes `item` itself (not an equal one) from `stack`."""
+    del stack[next(i for i, x in enumerate(stack) if x is item)]
+
+
+@functools.cache
+def on_gpu(backend):
+    """Whether `backend` computes on a GPU (asked once per backend)."""
+    if backend == "torch":
+        # Keras' PyTorch backend has no `keras.distribution` devices: the
+        # device of its tensors (CUDA when there is one, unless
+        # `KERAS_TORCH_DEVICE` says otherwise).
+        return ops.convert_to_tensor(0.0).device.type == "cuda"
+    return any(d.startswith("gpu") for d in keras.distribution.list_devices())
 
 
 def whole_blocks(n_steps, size):
@@ -247,7 +280,9 @@ class Plan:
         block: steps per block (`None`: the whole sequence is one block).
             For `"step_projection"`, the blocks of unrolled steps.
         keep_gates: `"bptt"` keeps the forward gates for the backward pass.
-        block_loop: how `"bptt"`'s blocks loop: `"scan"` or `"python"`.
+        block_loop: how `"bptt"`'s blocks loop: `"scan"` or `"python"`
+            (where the policy has `python_loops`, a `scan` is a Python loop
+            too).
         split_gates: the projected inputs go per gate (see `BackendPolicy`).
         parallel: steps (or blocks of steps) of a loop that may run at once.
     """

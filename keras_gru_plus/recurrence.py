@@ -19,7 +19,8 @@ Conventions shared by every function here, and by `keras.layers.GRU`:
 
 The forward equations (one step; `σ` the recurrent activation, `φ` the
 activation, `*` elementwise, `x_z, x_r, x_h` the three gates' columns of
-`x W + b`):
+`x W + b_in`, `b_in` the input bias; the code adds `rb_z, rb_r` to the
+projection's bias, see above):
 
     z      = σ(x_z + h R_z + rb_z)
     r      = σ(x_r + h R_r + rb_r)
@@ -55,6 +56,9 @@ dL/d(x W + b) = `[delta_z, delta_r, delta_hh]`):
     dR     = [H^T [delta_z, delta_r],  (r * H)^T delta_hh]   (False)
     d rb_h = sum delta_rec_h
     dW     = X^T delta_x      db = sum delta_x      dx = (delta_x W^T) * m_x
+
+With one input mask per gate (`implementation=1`), gate `g` sees `x * m_g`:
+`dW_g = (X * m_g)^T delta_g` and `dx = sum_g (delta_g W_g^T) * m_g`.
 
 The bias gradients reach the stored `(2, 3 * units)` bias through
 `split_bias` (autodiff of a slice and a sum).
@@ -295,6 +299,16 @@ def kernel_parts(recurrent_kernel, reset_after):
         return recurrent_kernel
     units = recurrent_kernel.shape[0]
     return (recurrent_kernel[:, : 2 * units], recurrent_kernel[:, 2 * units :])
+
+
+def projected_arrays(x, weights, units, split):
+    """`x` projected (`project_inputs` with the kernel, projection bias and
+    input masks of `weights`), as the loops take it: one packed array, or
+    three per gate with `split`. Returns a tuple."""
+    projected = project_inputs(
+        x, weights.kernel, weights.projection_bias, units, weights.input_masks
+    )
+    return split_gates(projected, units) if split else (projected,)
 
 
 def split_gates(x, units):

@@ -241,16 +241,17 @@ def unrolled_blocks(step, init, xs, block, reverse=False, **loop_options):
 def final_carry(step, init, xs):
     """The carry after the last step, storing nothing per step.
 
-    The loop is the policy's `state_loop`: a Python loop, a `scan` without
-    per-step outputs, or `keras.ops.fori_loop`.
+    The loop is the policy's: a Python loop where `python_loops`, else its
+    `state_loop`, a `scan` without per-step outputs or
+    `keras.ops.fori_loop`.
     """
-    state_loop = policy.current().state_loop
-    if state_loop == "python":
+    current = policy.current()
+    if current.python_loops:
         carry = init
         for t in range(xs[0].shape[0]):
             carry = step(carry, tuple(x[t] for x in xs))[0]
         return carry
-    if state_loop == "scan":
+    if current.state_loop == "scan":
         carry, _ = ops.scan(lambda c, x_t: (step(c, x_t)[0], None), init, tuple(xs))
         return carry
 

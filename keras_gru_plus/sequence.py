@@ -103,10 +103,7 @@ def _step_function(weights, spec, masked, split):
 def _loop_inputs(x, weights, spec, mask, split):
     """The arrays a loop takes: the projection of `x` (split per gate with
     `split`), then the mask `(time, batch, 1)` if any."""
-    projected = recurrence.project_inputs(
-        x, weights.kernel, weights.projection_bias, spec.units, weights.input_masks
-    )
-    arrays = recurrence.split_gates(projected, spec.units) if split else (projected,)
+    arrays = recurrence.projected_arrays(x, weights, spec.units, split)
     return arrays + (() if mask is None else (ops.expand_dims(mask, -1),))
 
 

@@ -134,7 +134,7 @@ def _shape(value):
 
 def check_sequence(shape, time_major, input_dim=None, name="inputs"):
     """Inputs are 3-D; after build, their last axis is the built input_dim."""
-    layout = "(time, batch, features)" if time_major else ("(batch, time, features)")
+    layout = "(time, batch, features)" if time_major else "(batch, time, features)"
     if len(shape) != 3:
         raise ValueError(
             f"Received an invalid value for argument `{name}`, expected a "

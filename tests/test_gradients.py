@@ -55,8 +55,7 @@ def _unflatten(params, shapes):
         dict(reset_after=True, activation="relu", recurrent_activation="hard_sigmoid"),
         # The backward pass in blocks of 2 steps (long sequences take it),
         # projecting the inputs block by block, with and without input
-        # dropout; with one dropout mask per gate (implementation=1) the
-        # projection is made before the blocks.
+        # dropout, also with one dropout mask per gate (implementation=1).
         dict(reset_after=True, masked=True, recurrent_dropout=True, blocks=2),
         dict(reset_after=False, masked=True, recurrent_dropout=True, blocks=2),
         dict(reset_after=True, dropout=True, blocks=2),

@@ -1,0 +1,151 @@
+"""The engine's policy: one table per backend, one `plan`, every threshold
+derived from the table, and the math asking nothing else."""
+
+import ast
+import os
+
+import pytest
+
+import keras_gru_plus
+from keras_gru_plus import policy
+from keras_gru_plus import sequence
+from tests.helpers import BACKEND
+
+PACKAGE = os.path.dirname(os.path.abspath(keras_gru_plus.__file__))
+# The layer's math: everything but the command-line tools and interop.
+TOOLS = {"benchmark.py", "check.py", "demo.py", "__main__.py", "interop.py"}
+
+
+def test_only_the_policy_asks_for_the_backend():
+    askers = set()
+    for name in sorted(os.listdir(PACKAGE)):
+        if not name.endswith(".py") or name in TOOLS:
+            continue
+        tree = ast.parse(open(os.path.join(PACKAGE, name)).read())
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "backend"
+            ):
+                askers.add(name)
+    assert askers == {"policy.py"}
+
+
+def test_every_planned_runner_exists():
+    assert set(policy.RUNNERS) == set(sequence.RUNNERS)
+
+
+def test_the_cpu_is_no_gpu_and_a_gpu_entry_would_be_taken(monkeypatch):
+    assert policy.on_gpu(BACKEND) is False
+    gpu_entry = policy.POLICIES[BACKEND].__class__(block_steps=3)
+    monkeypatch.setitem(policy.GPU_POLICIES, BACKEND, gpu_entry)
+    assert policy.current() == policy.POLICIES[BACKEND]
+    monkeypatch.setattr(policy, "on_gpu", lambda backend: True)
+    assert policy.current() == gpu_entry
+
+
+def test_every_backend_has_a_policy():
+    assert set(policy.POLICIES) == {"jax", "tensorflow", "torch"}
+    assert policy.current() == policy.POLICIES[BACKEND]
+
+
+@pytest.mark.parametrize(
+    "n_steps, size, expected",
+    [(None, 3, None), (5, 3, None), (6, 3, 3), (100, 3, 3), (6, None, None)],
+)
+def test_whole_blocks_needs_two_blocks(n_steps, size, expected):
+    assert policy.whole_blocks(n_steps, size) == expected
+
+
+def test_override_replaces_fields_and_restores_them():
+    before = policy.current()
+    with policy.override(block_steps=7):
+        assert policy.current().block_steps == 7
+        with policy.override(block_steps=3, keep_gates=False):
+            assert policy.current().block_steps == 3
+            assert policy.current().keep_gates is False
+        assert policy.current().block_steps == 7
+    assert policy.current() == before
+
+
+def test_override_rejects_an_unknown_field():
+    with pytest.raises(TypeError, match="block_step"):
+        with policy.override(block_step=3):
+            pass
+
+
+def test_recording_lists_the_plans():
+    with policy.recording() as plans:
+        first = policy.plan(10, training=False, return_sequences=False)
+        second = policy.plan(10, training=True, return_sequences=True)
+    policy.plan(10, training=False, return_sequences=True)
+    assert plans == [first, second]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_unroll_takes_the_python_loop(training):
+    chosen = policy.plan(300, training, True, unroll=True)
+    assert chosen.runner == "unrolled" and chosen.block is None
+
+
+def test_training_runners():
+    assert policy.plan(10, True, True).runner == "bptt"
+    assert policy.plan(10, True, True, recurrent_mask_count=1).runner == "bptt"
+    # One recurrent mask per gate, or an activation without a known slope:
+    # autodiff.
+    assert policy.plan(10, True, True, recurrent_mask_count=3).runner == "autodiff"
+    assert policy.plan(10, True, True, known_slopes=False).runner == "autodiff"
+
+
+def test_inference_runner_follows_the_table():
+    for project_in_step in (False, True):
+        with policy.override(project_in_step=project_in_step):
+            chosen = policy.plan(10, False, True)
+        expected = "step_projection" if project_in_step else "inference"
+        assert chosen.runner == expected
+
+
+@pytest.mark.parametrize("short", [None, 4])
+def test_blocks_and_gates_derive_from_the_table(short):
+    with policy.override(block_steps=10, short_block_steps=short, keep_gates=True):
+        # Below two long blocks: short blocks (if any), gates kept.
+        mid = policy.plan(19, True, True)
+        assert mid.block == (4 if short else None)
+        assert mid.keep_gates
+        # From two long blocks on: long blocks, gates recomputed.
+        long = policy.plan(20, True, True)
+        assert long.block == 10 and not long.keep_gates
+        # Unknown length: one block.
+        assert policy.plan(None, True, True).block is None
+        with policy.override(project_in_step=False):
+            assert policy.plan(20, False, True).block == 10
+
+
+def test_short_blocks_loop_in_python_where_the_table_says():
+    with policy.override(block_steps=10, short_block_steps=4):
+        for python_short in (False, True):
+            with policy.override(python_short_blocks=python_short):
+                short = policy.plan(8, True, True)
+                long = policy.plan(20, True, True)
+            assert short.block_loop == ("python" if python_short else "scan")
+            assert long.block_loop == "scan"
+
+
+def test_step_projection_blocks_and_parallel_steps():
+    with policy.override(
+        project_in_step=True,
+        sequence_block_steps=5,
+        parallel_steps=4,
+        parallel_blocks=2,
+    ):
+        assert policy.plan(10, False, True) == policy.Plan(
+            "step_projection",
+            block=5,
+            split_gates=policy.current().split_gates,
+            parallel=2,
+        )
+        assert policy.plan(9, False, True).parallel == 4
+        assert policy.plan(9, False, True).block is None
+        state_only = policy.plan(100, False, False)
+        assert state_only.block is None and state_only.parallel == 1
