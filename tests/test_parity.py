@@ -8,6 +8,7 @@ arguments, is run at least once, forward and gradients.
 import numpy as np
 import pytest
 
+from keras_gru_plus import policy
 from keras_gru_plus import scan
 from tests import reference
 from tests.helpers import BACKEND
@@ -34,12 +35,25 @@ GRID = {
     "stateful": [False, True],
     "time_major": [False, True],
     "zero_output_for_mask": [False, True],
-    "activations": [("tanh", "sigmoid"), ("relu", "hard_sigmoid"), ("linear", "tanh")],
+    # elu has no slope the hand-written backward pass knows: autodiff.
+    "activations": [
+        ("tanh", "sigmoid"),
+        ("relu", "hard_sigmoid"),
+        ("linear", "tanh"),
+        ("elu", "sigmoid"),
+    ],
     # No dropout here, so training changes no number; it selects the
     # hand-written backward pass (True) or the inference loops.
     "training": [False, True],
 }
 CASES = pairwise_cases(GRID, seed=3)
+# Pairs do not promise every triple: one case of the autodiff training plan
+# (an activation without a known slope, trained, not unrolled).
+CASES.append(
+    dict(CASES[0], activations=("elu", "sigmoid"), training=True, unroll=False)
+)
+# The hand-written backward pass's activations (the training grids below).
+BPTT_ACTIVATIONS = [a for a in GRID["activations"] if a[0] != "elu"]
 
 
 def keras_agrees(case, nonzero_start):
@@ -201,7 +215,7 @@ def test_parity_grid_sequence_blocks(case, monkeypatch, resize, plans):
 # TensorFlow's loops over groups of 2 unrolled steps (2 groups and a 1-step
 # group), which its training loops take over two groups of steps and
 # more.
-GROUP_GRID = dict(GRID, training=[True], unroll=[False])
+GROUP_GRID = dict(GRID, training=[True], unroll=[False], activations=BPTT_ACTIVATIONS)
 GROUP_CASES = pairwise_cases(GROUP_GRID, seed=8)
 
 
@@ -228,7 +242,20 @@ def test_parity_grid_step_groups(case, monkeypatch, resize):
     assert set(calls) - {(None, False), (None, True)} == {(2, False), (2, True)}, calls
 
 
+# The plans the grids of this module ran, `(runner, in blocks)`, and how
+# many cases ran (see `test_the_grids_ran_every_plan`).
+_RAN = []
+_CASES_RUN = []
+
+
 def _check_case(case):
+    with policy.recording() as plans:
+        _check_case_values(case)
+    _RAN.extend((p.runner, p.block is not None) for p in plans)
+    _CASES_RUN.append(case)
+
+
+def _check_case_values(case):
     rng = np.random.default_rng(7)
     # Inputs of scale 0.5 keep the linear-candidate cases' states O(1),
     # where float32 against float64 can be held to 1e-5.
@@ -339,3 +366,24 @@ def test_inference_dropout_changes_nothing(reset_after, implementation):
         atol=ATOL,
         rtol=RTOL,
     )
+
+
+def test_the_grids_ran_every_plan():
+    """Every plan of this backend's policy ran in the grids above: the
+    hand-written backward pass in blocks runs in `test_gradients.py`
+    (against keras.layers.GRU and finite differences)."""
+    tensorflow_only = len(SEQUENCE_BLOCK_CASES) + len(GROUP_CASES)
+    total = len(CASES) + (
+        tensorflow_only if BACKEND == "tensorflow" else len(BLOCK_CASES)
+    )
+    if len(_CASES_RUN) < total:
+        pytest.skip(
+            f"needs every case of this module's grids in this run "
+            f"({len(_CASES_RUN)} of {total} ran)"
+        )
+    expected = {("unrolled", False), ("bptt", False), ("autodiff", False)}
+    if policy.current().project_in_step:
+        expected |= {("step_projection", False), ("step_projection", True)}
+    else:
+        expected |= {("inference", False), ("inference", True)}
+    assert expected <= set(_RAN), sorted(set(_RAN))
