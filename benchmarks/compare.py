@@ -172,13 +172,10 @@ def compare_config(benchmark, base_cls, new_cls, config, repeats):
     return results
 
 
-def format_table(report):
-    machine = report["machine"]
-    where = f" on {machine['accelerator']}" if machine.get("accelerator") else ""
+def format_table(report, benchmark):
+    """A Markdown table of the report (`benchmark`: the harness module)."""
     lines = [
-        f"{machine['backend']}{where}: keras {machine['keras']},"
-        f" {machine['cpus']} CPUs, OMP_NUM_THREADS="
-        f"{machine['OMP_NUM_THREADS']}, {machine['date']}",
+        benchmark.machine_line(report["machine"]),
         f"base: {report['base']['ref']} ({report['base']['commit'][:10]});"
         f" new: {report['new']['ref']}; median of {report['repeats']}",
         "",
@@ -333,7 +330,7 @@ def main(argv=None):
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     print()
-    print(format_table(report))
+    print(format_table(report, benchmark))
     print(f"wrote {out}")
     return report
 

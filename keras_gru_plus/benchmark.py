@@ -348,14 +348,21 @@ def machine_info():
     return info
 
 
-def format_table(report):
-    """A Markdown table of one backend's report."""
-    machine = report["machine"]
+def machine_line(machine):
+    """The heading line of a report: backend, device, Keras, CPUs, threads,
+    date."""
     where = f" on {machine['accelerator']}" if machine.get("accelerator") else ""
-    lines = [
+    return (
         f"{machine['backend']}{where}: keras {machine['keras']},"
         f" {machine['cpus']} CPUs, OMP_NUM_THREADS="
-        f"{machine['OMP_NUM_THREADS']}, {machine['date']}",
+        f"{machine['OMP_NUM_THREADS']}, {machine['date']}"
+    )
+
+
+def format_table(report):
+    """A Markdown table of one backend's report."""
+    lines = [
+        machine_line(report["machine"]),
         "",
         "| configuration | mode | ours ms | keras ms | ours/keras |"
         " torch.nn.GRU ms | ours/torch |",
