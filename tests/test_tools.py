@@ -67,21 +67,19 @@ def test_report_merges_results_into_the_readme(tmp_path):
     )
     results = tmp_path / "results"
     results.mkdir()
-    entry = {"ours_ms": 1.0, "keras_ms": 2.0, "ratio": 0.5}
     for backend in ("jax", "torch"):
-        report = {
-            "machine": {
-                "backend": backend,
-                "keras": "3",
-                "cpus": 2,
-                "OMP_NUM_THREADS": "1",
-                "date": "today",
-            },
-            "configs": {"base": {"predict": entry, "train": entry}},
-        }
+        report = _report(backend)
         (results / f"bench_{backend}.json").write_text(json.dumps(report))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
+    _run_report(results, readme)
+    text = readme.read_text()
+    assert "old" not in text and text.count("| base | predict |") == 2
+    assert (results / "summary.png").exists()
+
+
+def _run_report(results, readme):
+    """`benchmarks/report.py` over the JSON reports in `results`."""
     subprocess.run(
         [
             sys.executable,
@@ -95,9 +93,6 @@ def test_report_merges_results_into_the_readme(tmp_path):
         capture_output=True,
         timeout=300,
     )
-    text = readme.read_text()
-    assert "old" not in text and text.count("| base | predict |") == 2
-    assert (results / "summary.png").exists()
 
 
 def _report(backend, accelerator=None):
@@ -127,19 +122,7 @@ def test_report_puts_gpu_results_in_their_own_block(tmp_path):
         "<!-- bench:start -->\nold\n<!-- bench:end -->\n"
         "<!-- bench-gpu:start -->\nold\n<!-- bench-gpu:end -->\n"
     )
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "benchmarks", "report.py"),
-            "--results",
-            str(results),
-            "--readme",
-            str(readme),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    _run_report(results, readme)
     cpu_block, gpu_block = readme.read_text().split("<!-- bench-gpu:start")
     assert "old" not in cpu_block + gpu_block
     assert "jax: keras 3, 2 CPUs" in cpu_block and "GPU" not in cpu_block
