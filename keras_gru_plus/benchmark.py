@@ -19,6 +19,14 @@ reads its batch from the device, while Keras' `*_on_batch` copy theirs
 from NumPy at every call (8 MB at 1,000 steps), which the anchor's times
 leave out.
 
+The `layer_norm` row (base shape) has other contenders: ours with
+`layer_norm=True` against our plain layer and against the nearest thing a
+user builds from Keras itself, `keras.layers.RNN(LayerNormGRUCell(units))`
+(the cell below, in `keras.ops`), all three with the same weights where
+their shapes agree, timed interleaved in the same way. Its `ratio` is
+ours/Keras-built cell (ours against what Keras gives, as in the other
+rows), `ratio_plain` ours/plain; its table is apart from the others.
+
 Timings are noisy on small machines: compare the ratios of one run, not
 absolute times across runs.
 """
@@ -46,10 +54,111 @@ CONFIGS = {
     "long (1000 steps)": {"steps": 1000},
     "wide (512 units)": {"units": 512},
     "bidirectional": {"bidirectional": True},
+    # Ours layer-normalized against our plain layer and a Keras-built cell
+    # (`run_layer_norm_config`), not against keras.layers.GRU.
+    "layer_norm": {"layer": {"layer_norm": True}, "anchor": "layer_norm"},
 }
 # Configurations where the built-in takes its generic per-step loop on CPU
 # (TensorFlow always does, JAX predict is measured against it as well).
 GENERIC_LOOP = {"masked", "reset_after=False", "dropout 0.1"}
+
+
+class LayerNormGRUCell(keras.layers.Layer):
+    """A layer-normalized GRU cell as a user writes it from Keras itself:
+    one step in `keras.ops`, for `keras.layers.RNN` (the benchmark's anchor
+    of `GRU(layer_norm=True)`).
+
+    Per gate (z, r, h), over the units of each row, the input projection
+    and the recurrent projection are normalized, `LN(v) = gamma * (v -
+    mean(v)) / sqrt(var(v) + epsilon) + beta`, then biased, and combined as
+    in Keras' GRU with `reset_after=True`:
+
+        z  = recurrent_activation(LNx_z(x W_z) + b_z + LNh_z(h R_z) + rb_z)
+        r  = recurrent_activation(LNx_r(x W_r) + b_r + LNh_r(h R_r) + rb_r)
+        hh = activation(LNx_h(x W_h) + b_h + r * (LNh_h(h R_h) + rb_h))
+        h' = z * h + (1 - z) * hh
+
+    Weights in the order of ours: `kernel`, `recurrent_kernel`, `bias`
+    (2, 3 units), `input_norm_gamma`, `input_norm_beta`,
+    `recurrent_norm_gamma`, `recurrent_norm_beta` (3 units each).
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.get(activation)
+        self.recurrent_activation = keras.activations.get(recurrent_activation)
+        self.epsilon = epsilon
+        self.state_size = units
+        self.output_size = units
+
+    def build(self, input_shape):
+        width = 3 * self.units
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], width), initializer="glorot_uniform", name="kernel"
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width),
+            initializer="orthogonal",
+            name="recurrent_kernel",
+        )
+        self.bias = self.add_weight(shape=(2, width), initializer="zeros", name="bias")
+        for name, initializer in (
+            ("input_norm_gamma", "ones"),
+            ("input_norm_beta", "zeros"),
+            ("recurrent_norm_gamma", "ones"),
+            ("recurrent_norm_beta", "zeros"),
+        ):
+            weight = self.add_weight(shape=(width,), initializer=initializer, name=name)
+            setattr(self, name, weight)
+
+    def _norm(self, v, gamma, beta):
+        """Layer normalization of each gate's block of `v` (batch, 3 units)."""
+        ops = keras.ops
+        v = ops.reshape(v, (-1, 3, self.units))
+        mean = ops.mean(v, axis=-1, keepdims=True)
+        centred = v - mean
+        variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+        v = centred * ops.rsqrt(variance + self.epsilon)
+        return ops.reshape(v, (-1, 3 * self.units)) * gamma + beta
+
+    def call(self, inputs, states):
+        ops = keras.ops
+        h = states[0] if isinstance(states, (list, tuple)) else states
+        x = self._norm(
+            ops.matmul(inputs, self.kernel),
+            self.input_norm_gamma,
+            self.input_norm_beta,
+        )
+        r_h = self._norm(
+            ops.matmul(h, self.recurrent_kernel),
+            self.recurrent_norm_gamma,
+            self.recurrent_norm_beta,
+        )
+        x_z, x_r, x_h = ops.split(x + self.bias[0], 3, axis=-1)
+        h_z, h_r, h_h = ops.split(r_h + self.bias[1], 3, axis=-1)
+        z = self.recurrent_activation(x_z + h_z)
+        r = self.recurrent_activation(x_r + h_r)
+        hh = self.activation(x_h + r * h_h)
+        h = z * h + (1 - z) * hh
+        return h, [h]
+
+
+def keras_layer_norm_gru(units, layer_norm=True, layer_norm_epsilon=1e-5, **kwargs):
+    """`keras.layers.RNN(LayerNormGRUCell(units))`, called like our `GRU`
+    (`build_model`'s `gru_cls`); the other arguments go to the RNN."""
+    if not layer_norm:
+        raise ValueError("the Keras-built cell is layer-normalized")
+    return keras.layers.RNN(
+        LayerNormGRUCell(units, epsilon=layer_norm_epsilon), **kwargs
+    )
 
 
 def _shape(config):
@@ -210,8 +319,78 @@ def _torch_anchor(config, mode):
     return predict if mode == "predict" else train
 
 
+def _recurrent_layer(model):
+    """The recurrent layer of a `build_model` model (not its Input or
+    Dense head)."""
+    (layer,) = [
+        layer
+        for layer in model.layers
+        if layer.weights and not isinstance(layer, keras.layers.Dense)
+    ]
+    return layer
+
+
+def share_weights(source, target):
+    """Copies the weights of `source`'s recurrent layer and head into
+    `target`'s, by name where they share one (`kernel`, `bias`, ...): the
+    plain layer takes the layer-normalized one's weights less the norms'."""
+    by_name = {w.name: w for w in _recurrent_layer(source).weights}
+    for w in _recurrent_layer(target).weights:
+        if w.name not in by_name or tuple(by_name[w.name].shape) != tuple(w.shape):
+            raise ValueError(
+                f"no weight {w.name!r} of shape {tuple(w.shape)} in {sorted(by_name)}"
+            )
+        # A copy: on JAX the two variables would share one buffer, which
+        # a training step of either model donates (deletes).
+        w.assign(np.array(keras.ops.convert_to_numpy(by_name[w.name])))
+    target.layers[-1].set_weights(source.layers[-1].get_weights())
+
+
+def build_layer_norm_models(config):
+    """Ours with `layer_norm=True`, our plain layer and the Keras-built cell
+    (`keras_layer_norm_gru`), with the same weights (the first's)."""
+    keras.utils.set_random_seed(0)
+    ours = build_model(GRU, config)
+    plain_config = dict(config, layer=dict(config.get("layer", {}), layer_norm=False))
+    plain = build_model(GRU, plain_config)
+    cell = build_model(keras_layer_norm_gru, config)
+    share_weights(ours, plain)
+    share_weights(ours, cell)
+    return ours, plain, cell
+
+
+def run_layer_norm_config(config, repeats=7):
+    """Timings of the `layer_norm` row in both modes: ours layer-normalized,
+    our plain layer and the Keras-built cell, interleaved."""
+    models = build_layer_norm_models(config)
+    x, y = make_data(config)
+    results = {}
+    for mode in ("predict", "train"):
+        if mode == "predict":
+            fns = [lambda m=m: m.predict_on_batch(x) for m in models]
+        else:
+            fns = [lambda m=m: m.train_on_batch(x, y) for m in models]
+        t_ours, t_plain, t_cell = time_interleaved(fns, repeats=repeats)
+        results[mode] = {
+            "ours_ms": 1e3 * t_ours,
+            "plain_ms": 1e3 * t_plain,
+            "keras_cell_ms": 1e3 * t_cell,
+            "ratio": t_ours / t_cell,
+            "ratio_plain": t_ours / t_plain,
+            "ratio_keras_cell": t_ours / t_cell,
+        }
+    return results
+
+
+def is_layer_norm_row(modes):
+    """Whether a report's entry (mode -> timings) is the `layer_norm` row."""
+    return any("keras_cell_ms" in e for e in modes.values())
+
+
 def run_config(name, config, repeats=7):
     """Timings of one configuration in both modes."""
+    if config.get("anchor") == "layer_norm":
+        return run_layer_norm_config(config, repeats)
     keras.utils.set_random_seed(0)
     ours = build_model(GRU, config)
     theirs = build_model(keras.layers.GRU, config)
@@ -359,19 +538,24 @@ def machine_line(machine):
     )
 
 
+LAYER_NORM_TITLE = (
+    "Layer normalization (base shape): ours with `layer_norm=True` against"
+    " our plain layer and `keras.layers.RNN` over a layer-normalized cell in"
+    " `keras.ops` (`benchmark.LayerNormGRUCell`), same weights"
+)
+
+
 def format_table(report):
-    """A Markdown table of one backend's report."""
-    lines = [
-        machine_line(report["machine"]),
-        "",
-        "| configuration | mode | ours ms | keras ms | ours/keras |"
-        " torch.nn.GRU ms | ours/torch |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    """A Markdown table of one backend's report (and one of its
+    `layer_norm` row, apart: its anchors are not keras.layers.GRU)."""
+    rows, layer_norm = [], {}
     for name, modes in report["configs"].items():
+        if is_layer_norm_row(modes):
+            layer_norm[name] = modes
+            continue
         for mode, e in modes.items():
             torch_ms = e.get("torch_nn_gru_ms")
-            lines.append(
+            rows.append(
                 f"| {name} | {mode} | {e['ours_ms']:.1f} | "
                 f"{e['keras_ms']:.1f} | {e['ratio']:.2f} | "
                 + (
@@ -380,6 +564,17 @@ def format_table(report):
                     else "- | - |"
                 )
             )
+    lines = [machine_line(report["machine"])]
+    if rows or not layer_norm:
+        lines += [
+            "",
+            "| configuration | mode | ours ms | keras ms | ours/keras |"
+            " torch.nn.GRU ms | ours/torch |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    if layer_norm:
+        lines += ["", format_layer_norm_table(layer_norm)]
     memory = report.get("memory")
     if memory:
         kind = memory["ours"].get("kind", "RSS")
@@ -393,6 +588,27 @@ def format_table(report):
     return "\n".join(lines)
 
 
+def format_layer_norm_table(rows):
+    """The Markdown table of the `layer_norm` row(s) (name -> mode ->
+    timings)."""
+    lines = [
+        LAYER_NORM_TITLE + ":",
+        "",
+        "| mode | ours LN ms | our plain ms | Keras RNN+LN cell ms |"
+        " LN/plain | LN/Keras cell |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, modes in rows.items():
+        for mode, e in modes.items():
+            label = mode if name == "layer_norm" else f"{name} {mode}"
+            lines.append(
+                f"| {label} | {e['ours_ms']:.1f} | {e['plain_ms']:.1f} | "
+                f"{e['keras_cell_ms']:.1f} | {e['ratio_plain']:.2f} | "
+                f"{e['ratio_keras_cell']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def plot(reports, path):
     """Bar chart of ours/keras per configuration, mode and backend."""
     import matplotlib
@@ -400,9 +616,21 @@ def plot(reports, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # The configurations every report has; the layer_norm row's bar is
+    # ours against the Keras-built layer-normalized cell.
+    names = [
+        n
+        for n in reports[0].get("configs", {})
+        if all(n in r.get("configs", {}) for r in reports)
+    ]
+    labels = [
+        f"{n} (vs Keras RNN+LN cell)"
+        if is_layer_norm_row(reports[0]["configs"][n])
+        else n
+        for n in names
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
     for ax, mode in zip(axes, ("predict", "train")):
-        names = list(next(iter(reports)).get("configs", {}))
         width = 0.8 / max(1, len(reports))
         for i, report in enumerate(reports):
             ratios = [report["configs"][n][mode]["ratio"] for n in names]
@@ -413,12 +641,13 @@ def plot(reports, path):
             ax.bar(xs, ratios, width, label=label)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(0.7, color="grey", linewidth=0.8, linestyle="--")
-        if max(r["configs"][n][mode]["ratio"] for r in reports for n in names) > 3:
+        ratios = [r["configs"][n][mode]["ratio"] for r in reports for n in names]
+        if ratios and max(ratios) > 3:
             # Ratios far apart (a GPU against cuDNN): a log scale keeps
             # the ones near 1 readable.
             ax.set_yscale("log")
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
-        ax.set_xticklabels(names, rotation=35, ha="right")
+        ax.set_xticklabels(labels, rotation=35, ha="right")
         ax.set_title(f"{mode}: time ours / keras.layers.GRU (lower is faster)")
         ax.legend()
     axes[0].set_ylabel("median time ratio")
@@ -433,11 +662,22 @@ def run(
     """Runs the benchmark on the current backend; writes JSON (and a PNG)."""
     os.makedirs(out_dir, exist_ok=True)
     names = configs or list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown configurations {unknown}; known: {list(CONFIGS)}")
     report = {"machine": machine_info(), "configs": {}}
     for i, name in enumerate(names, 1):
         progress(f"[{i}/{len(names)}] {name} ...")
         report["configs"][name] = run_config(name, CONFIGS[name], repeats)
         for mode, e in report["configs"][name].items():
+            if "keras_cell_ms" in e:
+                progress(
+                    f"    {mode:<8} ours LN {e['ours_ms']:8.1f} ms  plain "
+                    f"{e['plain_ms']:8.1f} ms  Keras RNN+LN cell "
+                    f"{e['keras_cell_ms']:8.1f} ms  LN/plain "
+                    f"{e['ratio_plain']:.2f}  LN/cell {e['ratio_keras_cell']:.2f}"
+                )
+                continue
             progress(
                 f"    {mode:<8} ours {e['ours_ms']:8.1f} ms  keras "
                 f"{e['keras_ms']:8.1f} ms  ratio {e['ratio']:.2f}"

@@ -37,6 +37,7 @@ from typing import NamedTuple
 from keras import activations
 from keras import ops
 
+from keras_gru_plus import layer_norm
 from keras_gru_plus import policy
 from keras_gru_plus import recurrence
 from keras_gru_plus import scan
@@ -101,7 +102,8 @@ class _Tensors(NamedTuple):
     0/1 floats `(time, batch, 1)` (with a gradient slot, like every input),
     `recurrent_mask` one `(batch, units)` dropout mask, `input_masks` a
     tuple of one or three `(batch, input_dim)` masks. The rest as in
-    `recurrence.GRUWeights`.
+    `recurrence.GRUWeights` (the input norm's weights are `None` with the
+    projection made before, as the kernel is).
     """
 
     x: Any
@@ -110,9 +112,26 @@ class _Tensors(NamedTuple):
     recurrent_kernel: Any = None
     projection_bias: Any = None
     candidate_bias: Any = None
+    input_gamma: Any = None
+    input_beta: Any = None
+    recurrent_gamma: Any = None
+    recurrent_beta: Any = None
     mask: Any = None
     recurrent_mask: Any = None
     input_masks: Any = None
+
+
+# The weights among the `_Tensors`, which get gradients summed over blocks.
+_WEIGHTS = (
+    "kernel",
+    "recurrent_kernel",
+    "projection_bias",
+    "candidate_bias",
+    "input_gamma",
+    "input_beta",
+    "recurrent_gamma",
+    "recurrent_beta",
+)
 
 
 def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
@@ -143,14 +162,13 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
     named = _Tensors(
         x,
         initial_state,
-        weights.kernel,
-        weights.recurrent_kernel,
-        weights.projection_bias,
-        weights.candidate_bias,
-        None
+        **{name: getattr(weights, name) for name in _WEIGHTS},
+        mask=None
         if mask is None
         else ops.expand_dims(ops.cast(mask, initial_state.dtype), -1),
-        None if weights.recurrent_masks is None else weights.recurrent_masks[0],
+        recurrent_mask=None
+        if weights.recurrent_masks is None
+        else weights.recurrent_masks[0],
     )
     # Custom gradients take positional tensors only: the one place where
     # the tensors are flattened, and rebuilt by name.
@@ -204,13 +222,15 @@ def _projected_before(x, weights, spec):
     block by block, so that no projection of the whole sequence is held.
 
     Returns `(projection, weights)`, the weights without what the
-    projection took (kernel, projection bias, input masks).
+    projection took (kernel, projection bias, input masks, input norm).
     """
-    projected = recurrence.project_inputs(
-        x, weights.kernel, weights.projection_bias, spec.units, weights.input_masks
-    )
+    (projected,) = recurrence.projected_arrays(x, weights, spec, False)
     return projected, weights._replace(
-        kernel=None, projection_bias=None, input_masks=None
+        kernel=None,
+        projection_bias=None,
+        input_masks=None,
+        input_gamma=None,
+        input_beta=None,
     )
 
 
@@ -228,7 +248,21 @@ def _loop_arrays(x_b, t, spec, split):
     projection `gru_states` made before."""
     if t.kernel is None:
         return recurrence.split_gates(x_b, spec.units) if split else (x_b,)
-    return recurrence.projected_arrays(x_b, t, spec.units, split)
+    return recurrence.projected_arrays(x_b, t, spec, split)
+
+
+def _recomputed_arrays(x_b, t, spec, split):
+    """`(arrays, stats)`: a block's inputs as `_loop_arrays` gives them, and
+    the statistics of their input normalization where the block projects
+    them itself with one (else `None`), for its backward pass."""
+    if t.kernel is None or t.input_gamma is None:
+        return _loop_arrays(x_b, t, spec, split), None
+    raw = recurrence.raw_projection(x_b, t.kernel, spec.units, t.input_masks)
+    projected, stats = layer_norm.normalize(raw, recurrence.input_norm(t, spec))
+    if t.projection_bias is not None:
+        projected = projected + t.projection_bias
+    arrays = recurrence.split_gates(projected, spec.units) if split else (projected,)
+    return arrays, stats
 
 
 def _forward(t, spec, plan):
@@ -240,19 +274,21 @@ def _forward(t, spec, plan):
     """
     keep = None if t.mask is None else t.mask > 0
     step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
+    norms = recurrence.recurrent_norms(t, spec)
     split = plan.split_gates
 
     def step(h, xs):
         h_in = h if t.recurrent_mask is None else h * t.recurrent_mask
         x_t = tuple(xs[:3]) if split else xs[0]
-        z, r, hh, rec_h = recurrence.gate_values(
-            h_in, x_t, step_kernel, t.candidate_bias, spec
+        gates = recurrence.gate_values(
+            h_in, x_t, step_kernel, t.candidate_bias, spec, recurrent_norm=norms
         )
-        h_new = hh + z * (h - hh)
+        h_new = gates.hh + gates.z * (h - gates.hh)
         if keep is not None:
             h_new = ops.where(xs[-1], h_new, h)
         if plan.keep_gates:
-            return h_new, (h_new, z, r, hh) + ((rec_h,) if spec.reset_after else ())
+            kept = (gates.rec_h,) if spec.reset_after else ()
+            return h_new, (h_new, gates.z, gates.r, gates.hh) + kept
         # The state alone, shaped like the carry (TensorFlow's `scan`).
         return h_new, h_new
 
@@ -285,11 +321,7 @@ def _backward(upstream, states, kept, t, spec, plan):
         + ((t.mask,) if masked else ())
         + (tuple(kept) if kept is not None else ())
     )
-    summed = [
-        name
-        for name in ("kernel", "recurrent_kernel", "projection_bias", "candidate_bias")
-        if getattr(t, name) is not None
-    ]
+    summed = [name for name in _WEIGHTS if getattr(t, name) is not None]
 
     def run_block(dh, parts):
         upstream_b, h_prev_b, x_b = parts[:3]
@@ -297,19 +329,14 @@ def _backward(upstream, states, kept, t, spec, plan):
         kept_b = tuple(parts[3 + masked :]) if kept is not None else None
         # The projection is needed only to recompute the gates.
         if kept_b is not None:
-            arrays = None
+            arrays, input_stats = None, None
         else:
-            arrays = _loop_arrays(x_b, t, spec, plan.split_gates)
-        dh_b, delta_x, d_rk, d_cb = _block_grads(
+            arrays, input_stats = _recomputed_arrays(x_b, t, spec, plan.split_gates)
+        dh_b, delta_x, grads = _block_grads(
             dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b
         )
-        d_x, d_k, d_pb = _projection_grads(delta_x, x_b, t, spec.units)
-        grads = {
-            "kernel": d_k,
-            "recurrent_kernel": d_rk,
-            "projection_bias": d_pb,
-            "candidate_bias": d_cb,
-        }
+        d_x, projection_grads = _projection_grads(delta_x, x_b, t, spec, input_stats)
+        grads.update(projection_grads)
         return dh_b, (d_x,), tuple(grads[name] for name in summed)
 
     loop, options = _block_loop(plan)
@@ -327,36 +354,45 @@ def _backward(upstream, states, kept, t, spec, plan):
     return {"x": dx, "h0": dh0, **dict(zip(summed, totals))}
 
 
-def _projection_grads(delta_x, x, t, units):
-    """Through the projection `x W + b` (`recurrence.project_inputs`), given
-    `delta_x` = dL/d(x W + b) `(steps, batch, 3 * units)`.
+def _projection_grads(delta_x, x, t, spec, stats=None):
+    """Through the projection `x W + b`, or `LNx(x W) + b`
+    (`recurrence.project_inputs`), given `delta_x` = dL/d(projection)
+    `(steps, batch, 3 * units)` and the input normalization's `stats`.
 
-    Returns `(d_x, d_kernel, d_bias)`; `d_bias` is `None` without a bias.
-    Without a kernel in `t` the inputs are the projection: `(delta_x, None,
-    None)`.
+    Returns `(d_x, grads)`: `grads` those of `kernel`, `projection_bias`,
+    `input_gamma`, `input_beta` by name (the ones `t` has). Without a kernel
+    in `t` the inputs are the projection: `(delta_x, {})`.
     """
     if t.kernel is None:
-        return delta_x, None, None
+        return delta_x, {}
+    grads = {}
+    if t.projection_bias is not None:
+        grads["projection_bias"] = ops.sum(delta_x, axis=(0, 1))
+    if stats is not None:
+        grads["input_gamma"], grads["input_beta"] = layer_norm.parameter_grads(
+            delta_x, stats
+        )
+        # dL/d(x W), through the normalization.
+        delta_x = layer_norm.backward(delta_x, stats, recurrence.input_norm(t, spec))
     masks = t.input_masks
     if masks is None or len(masks) == 1:
         x_in = x if masks is None else x * masks[0]
         d_x = delta_x @ ops.transpose(t.kernel)
         if masks is not None:
             d_x = d_x * masks[0]
-        d_kernel = _weight_grad(x_in, delta_x)
+        grads["kernel"] = _weight_grad(x_in, delta_x)
     else:
         # One mask per gate (`implementation=1`): gate g sees `x * m_g`.
-        per_gate = recurrence.split_gates(delta_x, units)
-        kernels = recurrence.split_gates(t.kernel, units)
+        per_gate = recurrence.split_gates(delta_x, spec.units)
+        kernels = recurrence.split_gates(t.kernel, spec.units)
         d_x = None
         for d, k, m in zip(per_gate, kernels, masks):
             term = (d @ ops.transpose(k)) * m
             d_x = term if d_x is None else d_x + term
-        d_kernel = ops.concatenate(
+        grads["kernel"] = ops.concatenate(
             [_weight_grad(x * m, d) for d, m in zip(per_gate, masks)], -1
         )
-    d_bias = None if t.projection_bias is None else ops.sum(delta_x, axis=(0, 1))
-    return d_x, d_kernel, d_bias
+    return d_x, grads
 
 
 def _weight_grad(a, b):
@@ -372,14 +408,16 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     `kept`: the gates the forward steps kept, or `None`. `keep`: the 0/1
     step mask `(steps, batch, 1)` or `None`.
 
-    Returns `(dh_before_first, delta_x, d_recurrent_kernel,
-    d_candidate_bias)`: `delta_x` = dL/d(x W + b) `(steps, batch,
-    3 * units)`; `d_candidate_bias` is `None` without one.
+    Returns `(dh_before_first, delta_x, grads)`: `delta_x` =
+    dL/d(projection) `(steps, batch, 3 * units)`, `grads` those of
+    `recurrent_kernel`, `candidate_bias`, `recurrent_gamma`,
+    `recurrent_beta` by name (the ones `t` has).
     """
     h_in = h_prev if t.recurrent_mask is None else h_prev * t.recurrent_mask
+    norms = recurrence.recurrent_norms(t, spec)
     factors, through_recurrence, weight_grads = _VARIANTS[spec.reset_after]
     z, per_step, saved = factors(
-        h_prev, h_in, _gates(h_in, x_arrays, t, spec, kept), spec
+        h_prev, h_in, _gates(h_in, x_arrays, t, spec, kept, norms), spec
     )
     loop_xs = (upstream, z) + per_step
     del z, per_step
@@ -387,7 +425,7 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     if masked:
         loop_xs = loop_xs + (keep > 0,)
     back_step = _back_step(
-        through_recurrence(t.recurrent_kernel, spec), t.recurrent_mask, masked
+        through_recurrence(t.recurrent_kernel, spec, norms), t.recurrent_mask, masked
     )
     # (On PyTorch `scan` is a Python loop; on TensorFlow an indexed one.)
     dh_first, g = scan.scan(back_step, dh_next, loop_xs, reverse=True, indexed=True)
@@ -395,17 +433,19 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     # From here on vectorized over all steps. Masked steps get exact zeros:
     # `g` is zero there, and the values it multiplies are finite given
     # finite inputs there (see `gru_states`' `x`).
-    delta_x, d_rk, d_cb = weight_grads(g, h_in, saved, t, spec)
-    return dh_first, delta_x, d_rk, d_cb
+    delta_x, grads = weight_grads(g, h_in, saved, t, spec, norms)
+    return dh_first, delta_x, grads
 
 
-def _gates(h_in, x_arrays, t, spec, kept):
-    """`(z, r, hh, rec_h)` of every step: kept, or recomputed at once (one
-    large recurrent matmul)."""
+def _gates(h_in, x_arrays, t, spec, kept, norms):
+    """The `recurrence.Gates` of every step: kept, or recomputed at once
+    (one large recurrent matmul), with the statistics of `norms`."""
     if kept is not None:
-        return tuple(kept[:3]) + ((kept[3],) if spec.reset_after else (None,))
+        return recurrence.Gates(*kept[:3], kept[3] if spec.reset_after else None)
     x = x_arrays if len(x_arrays) == 3 else x_arrays[0]
-    return recurrence.gate_values(h_in, x, t.recurrent_kernel, t.candidate_bias, spec)
+    return recurrence.gate_values(
+        h_in, x, t.recurrent_kernel, t.candidate_bias, spec, recurrent_norm=norms
+    )
 
 
 def _back_step(through_recurrence, recurrent_mask, masked):
@@ -437,13 +477,25 @@ def _back_step(through_recurrence, recurrent_mask, masked):
 # the step's path through `R` (inside it), the gradients of the weights
 # (after it). `saved` holds what `weight_grads` needs: a list, which the
 # `reset_after=True` variant empties as it goes, so that eager backends free
-# `by_gate` (three times the state's width) once it is used.
+# `by_gate` (three times the state's width) once it is used. With layer
+# normalization the factors carry the statistics `(n, s)` of each recurrent
+# normalization too (`recurrence.Gates.stats`), flattened after the others,
+# and `norms` (`recurrence.recurrent_norms`) is not `None`.
+
+
+def _flat_stats(gates):
+    return tuple(a for stats in gates.stats for a in stats)
+
+
+def _through_norm(delta, stats, norm):
+    """`LNback(delta)` with a norm, else `delta`."""
+    return delta if norm is None else layer_norm.backward(delta, stats, norm)
 
 
 def _factors_reset_after(h_prev, h_in, gates, spec):
-    """`(z, (by_gate,), saved)`: `by_gate` `(..., 3, units)` holds
+    """`(z, (by_gate, *stats), saved)`: `by_gate` `(..., 3, units)` holds
     `[f_z, f_hh * rec_h * r', f_hh * r]`, so that `delta = g * by_gate`."""
-    z, r, hh, rec_h = gates
+    z, r, hh, rec_h = gates[:4]
     rec_slope = slope_of(spec.recurrent_activation)
     f_z = (h_prev - hh) * rec_slope(z)
     f_hh = (1 - z) * slope_of(spec.activation)(hh)
@@ -454,72 +506,91 @@ def _factors_reset_after(h_prev, h_in, gates, spec):
     # recurrent matmul) is freed on return on eager backends, lowering the
     # backward pass's peak memory.
     by_gate = ops.reshape(factors, ops.shape(factors)[:-1] + (3, spec.units))
-    return z, (by_gate,), [by_gate, f_hh]
+    return z, (by_gate,) + _flat_stats(gates), [by_gate, f_hh, gates.stats]
 
 
-def _through_reset_after(recurrent_kernel, spec):
+def _through_reset_after(recurrent_kernel, spec, norms):
     kernel_t = ops.transpose(recurrent_kernel)
     units = spec.units
+    norm = None if norms is None else norms[0]
 
     def through(g, xs):
-        # delta_t = [delta_z, delta_r, delta_rec_h], then delta_t R^T.
+        # delta_t = [delta_z, delta_r, delta_rec_h], then LNback, then R^T.
         delta = ops.reshape(g[..., None, :] * xs[2], (-1, 3 * units))
-        return delta @ kernel_t
+        return _through_norm(delta, xs[3:5], norm) @ kernel_t
 
     return through
 
 
-def _weight_grads_reset_after(g, h_in, saved, t, spec):
+def _weight_grads_reset_after(g, h_in, saved, t, spec, norms):
     units = spec.units
     by_gate = saved.pop(0)
     delta = ops.reshape(g[..., None, :] * by_gate, ops.shape(g)[:-1] + (3 * units,))
     del by_gate
     delta_hh = g * saved.pop(0)
     delta_x = ops.concatenate([delta[..., : 2 * units], delta_hh], axis=-1)
-    d_rk = _weight_grad(h_in, delta)
-    d_cb = (
-        None
-        if t.candidate_bias is None
-        else ops.sum(delta[..., 2 * units :], axis=(0, 1))
-    )
-    return delta_x, d_rk, d_cb
+    grads = {}
+    if t.candidate_bias is not None:
+        grads["candidate_bias"] = ops.sum(delta[..., 2 * units :], axis=(0, 1))
+    if norms is not None:
+        (stats,) = saved.pop(0)
+        grads["recurrent_gamma"], grads["recurrent_beta"] = layer_norm.parameter_grads(
+            delta, stats
+        )
+        delta = layer_norm.backward(delta, stats, norms[0])
+    grads["recurrent_kernel"] = _weight_grad(h_in, delta)
+    return delta_x, grads
 
 
 def _factors_reset_before(h_prev, h_in, gates, spec):
-    """`(z, (f_z, f_hh, q, r), saved)`, `q = h_in * r'`."""
-    z, r, hh, _ = gates
+    """`(z, (f_z, f_hh, q, r, *stats), saved)`, `q = h_in * r'`."""
+    z, r, hh = gates[:3]
     rec_slope = slope_of(spec.recurrent_activation)
     f_z = (h_prev - hh) * rec_slope(z)
     f_hh = (1 - z) * slope_of(spec.activation)(hh)
     q = h_in * rec_slope(r)
-    return z, (f_z, f_hh, q, r), [f_z, f_hh, q, r]
+    return z, (f_z, f_hh, q, r) + _flat_stats(gates), [f_z, f_hh, q, r, gates.stats]
 
 
-def _through_reset_before(recurrent_kernel, spec):
+def _through_reset_before(recurrent_kernel, spec, norms):
     kernel_t = ops.transpose(recurrent_kernel)
     kernel_zr_t = kernel_t[: 2 * spec.units]
     kernel_h_t = kernel_t[2 * spec.units :]
+    norm_zr, norm_h = (None, None) if norms is None else norms
 
     def through(g, xs):
         f_z, f_hh, q, r = xs[2:6]
-        d_rh = (g * f_hh) @ kernel_h_t
+        d_rh = _through_norm(g * f_hh, xs[8:10], norm_h) @ kernel_h_t
         delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
-        return d_rh * r + delta_zr @ kernel_zr_t
+        return d_rh * r + _through_norm(delta_zr, xs[6:8], norm_zr) @ kernel_zr_t
 
     return through
 
 
-def _weight_grads_reset_before(g, h_in, saved, t, spec):
-    f_z, f_hh, q, r = saved
+def _weight_grads_reset_before(g, h_in, saved, t, spec, norms):
+    f_z, f_hh, q, r, stats = saved
+    norm_zr, norm_h = (None, None) if norms is None else norms
+    stats_zr, stats_h = stats or (None, None)
     kernel_h_t = ops.transpose(t.recurrent_kernel[:, 2 * spec.units :])
     delta_hh = g * f_hh
-    d_rh = delta_hh @ kernel_h_t
+    delta_a_hh = _through_norm(delta_hh, stats_h, norm_h)
+    d_rh = delta_a_hh @ kernel_h_t
     delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
+    delta_a_zr = _through_norm(delta_zr, stats_zr, norm_zr)
     delta_x = ops.concatenate([delta_zr, delta_hh], axis=-1)
-    d_rk = ops.concatenate(
-        [_weight_grad(h_in, delta_zr), _weight_grad(r * h_in, delta_hh)], -1
-    )
-    return delta_x, d_rk, None
+    grads = {
+        "recurrent_kernel": ops.concatenate(
+            [_weight_grad(h_in, delta_a_zr), _weight_grad(r * h_in, delta_a_hh)], -1
+        )
+    }
+    if norms is not None:
+        zr, hh = (
+            layer_norm.parameter_grads(delta_zr, stats_zr),
+            layer_norm.parameter_grads(delta_hh, stats_h),
+        )
+        grads["recurrent_gamma"] = ops.concatenate([zr[0], hh[0]], 0)
+        grads["recurrent_beta"] = ops.concatenate([zr[1], hh[1]], 0)
+    return delta_x, grads
 
 
 _VARIANTS = {

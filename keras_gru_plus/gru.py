@@ -41,11 +41,33 @@ class GRU(keras.Layer):
     `hh_t = activation(x_t W_h + b_h + (r_t * h_{t-1}) R_h)` and there is
     no recurrent bias.
 
+    With `layer_norm=True` (layer normalization, Ba, Kiros & Hinton 2016),
+    the input projection and the recurrent projection are normalized
+    separately and per gate, each gate over its `units` values, with gains
+    and shifts of their own, before the biases and the reset gate:
+
+    ```
+    LN(v) = gamma * (v - mean(v)) / sqrt(var(v) + epsilon) + beta
+    z_t  = recurrent_activation(LNx_z(x_t W_z) + b_z + LNh_z(h_{t-1} R_z) + rb_z)
+    r_t  = recurrent_activation(LNx_r(x_t W_r) + b_r + LNh_r(h_{t-1} R_r) + rb_r)
+    hh_t = activation(LNx_h(x_t W_h) + b_h + r_t * (LNh_h(h_{t-1} R_h) + rb_h))
+    h_t  = z_t * h_{t-1} + (1 - z_t) * hh_t
+    ```
+
+    and with `reset_after=False`,
+    `hh_t = activation(LNx_h(x_t W_h) + b_h + LNh_h((r_t * h_{t-1}) R_h))`.
+    The input side is normalized for all steps at once, before the loop;
+    training goes through the same hand-written backward pass as without
+    it. Keras has no such layer: `interop`'s conversions refuse it.
+
     Weights live in `layer.cell` under the names Keras uses, so
     `set_weights`, `.weights.h5` files and configs move between this layer
     and `keras.layers.GRU`: `kernel` `(input_dim, 3 * units)`,
     `recurrent_kernel` `(units, 3 * units)`, `bias` `(2, 3 * units)` when
-    `reset_after=True` (input bias, recurrent bias) else `(3 * units,)`.
+    `reset_after=True` (input bias, recurrent bias) else `(3 * units,)`;
+    with `layer_norm=True` also `input_norm_gamma`, `input_norm_beta`,
+    `recurrent_norm_gamma`, `recurrent_norm_beta`, each `(3 * units,)`,
+    gates (z, r, h).
 
     The input projection of all time steps is one matmul made before the
     loop (long sequences: one per block of steps; TensorFlow inference: one
@@ -107,6 +129,17 @@ class GRU(keras.Layer):
         use_cudnn: Keras 3 argument, `"auto"`, `True` or `False`; accepted
             and kept in the config so configs load. This layer has one code
             path on every device. Default: `"auto"`.
+        layer_norm: Boolean, whether the projections are layer-normalized
+            per gate (see above). `False` keeps the weights and config of
+            `keras.layers.GRU`. Default: `False`.
+        layer_norm_epsilon: Float > 0 added to each normalization's
+            variance. Default: `1e-5`.
+        gamma_initializer: Initializer for the gains. Default: `"ones"`.
+        beta_initializer: Initializer for the shifts. Default: `"zeros"`.
+        gamma_regularizer: Regularizer for the gains. Default: `None`.
+        beta_regularizer: Regularizer for the shifts. Default: `None`.
+        gamma_constraint: Constraint for the gains. Default: `None`.
+        beta_constraint: Constraint for the shifts. Default: `None`.
         **kwargs: `keras.Layer` arguments (`name`, `dtype`, `trainable`,
             `input_shape`).
 
@@ -169,6 +202,14 @@ class GRU(keras.Layer):
         time_major=False,
         implementation=2,
         use_cudnn="auto",
+        layer_norm=False,
+        layer_norm_epsilon=1e-5,
+        gamma_initializer="ones",
+        beta_initializer="zeros",
+        gamma_regularizer=None,
+        beta_regularizer=None,
+        gamma_constraint=None,
+        beta_constraint=None,
         **kwargs,
     ):
         kwargs = validation.layer_kwargs(kwargs, "GRU")
@@ -206,6 +247,14 @@ class GRU(keras.Layer):
             reset_after=reset_after,
             seed=seed,
             implementation=implementation,
+            layer_norm=layer_norm,
+            layer_norm_epsilon=layer_norm_epsilon,
+            gamma_initializer=gamma_initializer,
+            beta_initializer=beta_initializer,
+            gamma_regularizer=gamma_regularizer,
+            beta_regularizer=beta_regularizer,
+            gamma_constraint=gamma_constraint,
+            beta_constraint=beta_constraint,
             dtype=kwargs.get("dtype"),
             trainable=kwargs.get("trainable", True),
             name="gru_cell",
@@ -331,6 +380,7 @@ class GRU(keras.Layer):
             candidate_bias,
             input_masks,
             recurrent_masks,
+            **{name: ops.copy(w) for name, w in cell.norm_weights.items()},
         )
         last_output, outputs, state = sequence_module.run_sequence(
             sequence,
@@ -383,6 +433,7 @@ class GRU(keras.Layer):
             "zero_output_for_mask": self.zero_output_for_mask,
             "implementation": cell.implementation,
             "use_cudnn": self.use_cudnn,
+            **cell.layer_norm_config(),
         }
         # `time_major` is Keras 2 only: written when set, so that a default
         # config also loads into keras.layers.GRU.
@@ -575,6 +626,14 @@ for _name in (
     "reset_after",
     "seed",
     "implementation",
+    "layer_norm",
+    "layer_norm_epsilon",
+    "gamma_initializer",
+    "beta_initializer",
+    "gamma_regularizer",
+    "beta_regularizer",
+    "gamma_constraint",
+    "beta_constraint",
 ):
     setattr(GRU, _name, _cell_property(_name))
 del _name

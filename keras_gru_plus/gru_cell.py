@@ -28,9 +28,29 @@ class GRUCell(keras.Layer):
     With `reset_after=False` the candidate is
     `activation(x W_h + b_h + (r * h) R_h)` and there is no recurrent bias.
 
+    With `layer_norm=True` (Ba, Kiros & Hinton 2016, arXiv 1607.06450) the
+    input projection and the recurrent projection are normalized
+    separately and per gate, each gate over its `units` values, before the
+    biases and before the reset gate:
+
+    ```
+    LN(v) = gamma * (v - mean(v)) / sqrt(var(v) + epsilon) + beta
+    z  = recurrent_activation(LNx_z(x W_z) + b_z + LNh_z(h R_z) + rb_z)
+    r  = recurrent_activation(LNx_r(x W_r) + b_r + LNh_r(h R_r) + rb_r)
+    hh = activation(LNx_h(x W_h) + b_h + r * (LNh_h(h R_h) + rb_h))
+    hh = activation(LNx_h(x W_h) + b_h + LNh_h((r * h) R_h))  # reset_after=False
+    h' = z * h + (1 - z) * hh
+    ```
+
+    (`var` the population variance; the statistics are computed in
+    float32 under mixed precision.)
+
     Weights: `kernel` `(input_dim, 3 * units)`, `recurrent_kernel`
     `(units, 3 * units)`, `bias` `(2, 3 * units)` (row 0 input bias, row 1
-    recurrent bias) when `reset_after=True`, else `(3 * units,)`.
+    recurrent bias) when `reset_after=True`, else `(3 * units,)`; with
+    `layer_norm=True` then `input_norm_gamma`, `input_norm_beta`,
+    `recurrent_norm_gamma`, `recurrent_norm_beta`, each `(3 * units,)` in
+    gate order (z, r, h): the gains and shifts of `LNx` and `LNh`.
 
     The cell can drive `keras.layers.RNN` and `keras.layers.StackedRNNCells`.
     `keras_gru_plus.GRU` uses the same step function over a whole sequence.
@@ -77,6 +97,20 @@ class GRUCell(keras.Layer):
             dropout masks per kind, one per gate; `0` and `2` draw one
             shared by the three gates. The numbers are otherwise identical.
             Default: `2`.
+        layer_norm: Boolean, whether the input and recurrent projections
+            are layer-normalized per gate (see above). With `False` the
+            weights and the config are those of `keras.layers.GRUCell`.
+            Default: `False`.
+        layer_norm_epsilon: Float > 0 added to the variance of each
+            normalization. Default: `1e-5`.
+        gamma_initializer: Initializer for the gains `input_norm_gamma`
+            and `recurrent_norm_gamma`. Default: `"ones"`.
+        beta_initializer: Initializer for the shifts `input_norm_beta` and
+            `recurrent_norm_beta`. Default: `"zeros"`.
+        gamma_regularizer: Regularizer for the gains. Default: `None`.
+        beta_regularizer: Regularizer for the shifts. Default: `None`.
+        gamma_constraint: Constraint for the gains. Default: `None`.
+        beta_constraint: Constraint for the shifts. Default: `None`.
         **kwargs: `keras.Layer` arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -118,9 +152,21 @@ class GRUCell(keras.Layer):
         reset_after=True,
         seed=None,
         implementation=2,
+        layer_norm=False,
+        layer_norm_epsilon=1e-5,
+        gamma_initializer="ones",
+        beta_initializer="zeros",
+        gamma_regularizer=None,
+        beta_regularizer=None,
+        gamma_constraint=None,
+        beta_constraint=None,
         **kwargs,
     ):
         kwargs = validation.layer_kwargs(kwargs, "GRUCell")
+        layer_norm = validation.check_bool("layer_norm", layer_norm)
+        layer_norm_epsilon = validation.check_epsilon(
+            "layer_norm_epsilon", layer_norm_epsilon
+        )
         units = validation.check_units(units)
         dropout = validation.check_rate("dropout", dropout)
         recurrent_dropout = validation.check_rate(
@@ -151,6 +197,14 @@ class GRUCell(keras.Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.recurrent_constraint = constraints.get(recurrent_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
+        self.layer_norm = layer_norm
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.beta_constraint = constraints.get(beta_constraint)
         self.seed_generator = keras.random.SeedGenerator(seed=self.seed)
         self.state_size = self.units
         self.output_size = self.units
@@ -166,10 +220,28 @@ class GRUCell(keras.Layer):
     @property
     def spec(self):
         """The `recurrence.GRUSpec` of the cell: units, activations,
-        `reset_after`."""
+        `reset_after`, layer normalization."""
         return recurrence.GRUSpec(
-            self.units, self.activation, self.recurrent_activation, self.reset_after
+            self.units,
+            self.activation,
+            self.recurrent_activation,
+            self.reset_after,
+            self.layer_norm,
+            self.layer_norm_epsilon,
         )
+
+    @property
+    def norm_weights(self):
+        """The layer-norm weights by their `recurrence.GRUWeights` names
+        (`input_gamma`, ...), empty without `layer_norm`."""
+        if not self.layer_norm:
+            return {}
+        return {
+            "input_gamma": self.input_norm_gamma,
+            "input_beta": self.input_norm_beta,
+            "recurrent_gamma": self.recurrent_norm_gamma,
+            "recurrent_beta": self.recurrent_norm_beta,
+        }
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -207,6 +279,21 @@ class GRUCell(keras.Layer):
             )
         else:
             self.bias = None
+        if self.layer_norm:
+            # Gains and shifts of LNx and LNh, gates (z, r, h).
+            for side in ("input", "recurrent"):
+                for kind in ("gamma", "beta"):
+                    setattr(
+                        self,
+                        f"{side}_norm_{kind}",
+                        self.add_weight(
+                            shape=(3 * self.units,),
+                            name=f"{side}_norm_{kind}",
+                            initializer=getattr(self, f"{kind}_initializer"),
+                            regularizer=getattr(self, f"{kind}_regularizer"),
+                            constraint=getattr(self, f"{kind}_constraint"),
+                        ),
+                    )
 
     def call(self, inputs, states, training=False):
         nested = isinstance(states, (list, tuple))
@@ -216,9 +303,16 @@ class GRUCell(keras.Layer):
         projection_bias, candidate_bias = recurrence.split_bias(
             self.bias, self.reset_after, self.units
         )
-        projected = recurrence.project_inputs(
-            inputs, self.kernel, projection_bias, self.units, input_masks
+        weights = recurrence.GRUWeights(
+            self.kernel,
+            self.recurrent_kernel,
+            projection_bias,
+            candidate_bias,
+            input_masks,
+            recurrent_masks,
+            **self.norm_weights,
         )
+        (projected,) = recurrence.projected_arrays(inputs, weights, self.spec, False)
         h = recurrence.gru_step(
             h_tm1,
             projected,
@@ -226,6 +320,7 @@ class GRUCell(keras.Layer):
             candidate_bias,
             self.spec,
             recurrent_masks,
+            recurrence.recurrent_norms(weights, self.spec),
         )
         return h, ([h] if nested else h)
 
@@ -250,16 +345,35 @@ class GRUCell(keras.Layer):
             "seed": self.seed,
             "implementation": self.implementation,
         }
+        config.update(self.layer_norm_config())
         base_config = super().get_config()
         return {**base_config, **config}
+
+    def layer_norm_config(self):
+        """The layer-norm arguments of the config; empty with
+        `layer_norm=False`, so that such configs stay those of
+        `keras.layers.GRUCell` and `keras.layers.GRU`."""
+        if not self.layer_norm:
+            return {}
+        return {
+            "layer_norm": True,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+        }
 
     def set_weights(self, weights):
         """Sets the weights from NumPy arrays, all or none.
 
         Args:
             weights: a list of arrays in the order of `layer.weights`
-                (`kernel`, `recurrent_kernel`, `bias`), as `get_weights()`
-                returns them, also from `keras.layers.GRU`.
+                (`kernel`, `recurrent_kernel`, `bias`, then the four
+                layer-norm weights with `layer_norm=True`), as
+                `get_weights()` returns them, also from `keras.layers.GRU`.
 
         Raises:
             ValueError: when the count or any shape is wrong; then no

@@ -302,6 +302,7 @@ def plan(
     unroll=False,
     recurrent_mask_count=0,
     known_slopes=True,
+    layer_norm=False,
 ):
     """The `Plan` of one call, chosen from the current policy.
 
@@ -314,6 +315,11 @@ def plan(
             (one per gate, `implementation=1`).
         known_slopes: whether both activations have a slope the
             hand-written backward pass knows (`bptt.supports`).
+        layer_norm: whether the projections are layer-normalized. Their
+            input side is then vectorized before the loop (no projection
+            inside inference steps), and the backward pass recomputes the
+            gates with their normalization statistics rather than keep
+            them (one large matmul, in place of three more arrays a step).
 
     Masks do not change the plan: every loop selects the state per step.
     """
@@ -323,7 +329,7 @@ def plan(
     split = policy.split_gates
     if unroll:
         chosen = Plan("unrolled", split_gates=split)
-    elif not training and policy.project_in_step:
+    elif not training and policy.project_in_step and not layer_norm:
         if return_sequences:
             groups = whole_blocks(n_steps, policy.sequence_block_steps)
             parallel = policy.parallel_blocks if groups else policy.parallel_steps
@@ -339,7 +345,7 @@ def plan(
         chosen = Plan(
             "bptt",
             block=block,
-            keep_gates=policy.keep_gates and long_block is None,
+            keep_gates=policy.keep_gates and long_block is None and not layer_norm,
             block_loop=("python" if short and policy.python_short_blocks else "scan"),
             split_gates=split,
         )

@@ -62,6 +62,34 @@ With one input mask per gate (`implementation=1`), gate `g` sees `x * m_g`:
 
 The bias gradients reach the stored `(2, 3 * units)` bias through
 `split_bias` (autodiff of a slice and a sum).
+
+With layer normalization (`layer_norm=True`; `LN` per gate over its units,
+see `layer_norm`), the input projection and the recurrent projection are
+normalized separately, before the biases and before the reset gate:
+
+    x_z, x_r, x_h = LNx(x W) + b_in               (vectorized over all steps)
+    z      = σ(x_z + LNh_z(h R_z) + rb_z)
+    r      = σ(x_r + LNh_r(h R_r) + rb_r)
+    rec_h  = LNh_h(h R_h) + rb_h                    (reset_after=True)
+    hh     = φ(x_h + LNh_h((r * h) R_h))            (reset_after=False)
+
+Backward, `LNback` the normalization's backward pass (`layer_norm`:
+`dv = s * (dn - mean(dn) - n * mean(dn * n))`, `dn = gamma * dy`): the
+deltas above are the gradients of the normalized values; before they meet
+a kernel they go back through the normalization:
+
+  reset_after=True:
+    delta_a = LNback_h(delta)           dL/dh   = g * z + (delta_a R^T) * m_h
+    dR      = H^T delta_a               dgamma_h = sum delta * n_h
+  reset_after=False:
+    d_rh    = LNback_hh(delta_hh) R_h^T
+    dL/dh   = g * z + (d_rh * r + LNback_zr([delta_z, delta_r]) R_zr^T) * m_h
+    dR      = [H^T LNback_zr([delta_z, delta_r]), (r * H)^T LNback_hh(delta_hh)]
+  inputs:
+    dW      = X^T LNback_x(delta_x)     dx = (LNback_x(delta_x) W^T) * m_x
+    dgamma_x = sum delta_x * n_x        dbeta_x = sum delta_x   (also db)
+
+(`n` the normalized values, `dbeta = sum delta` of the same normalization.)
 """
 
 from collections.abc import Callable
@@ -70,6 +98,8 @@ from typing import NamedTuple
 
 from keras import activations
 from keras import ops
+
+from keras_gru_plus import layer_norm
 
 
 class GRUSpec(NamedTuple):
@@ -80,12 +110,16 @@ class GRUSpec(NamedTuple):
         activation: the candidate's activation (a callable).
         recurrent_activation: the gates' activation (a callable).
         reset_after: the formula variant (see the module docstring).
+        layer_norm: whether the projections are layer-normalized per gate.
+        layer_norm_epsilon: added to the variance of each normalization.
     """
 
     units: int
     activation: Callable
     recurrent_activation: Callable
     reset_after: bool
+    layer_norm: bool = False
+    layer_norm_epsilon: float = 1e-5
 
 
 class GRUWeights(NamedTuple):
@@ -99,6 +133,10 @@ class GRUWeights(NamedTuple):
         input_masks: `None`, or a tuple of one `(batch, input_dim)` dropout
             mask shared by the gates, or three, one per gate (z, r, h).
         recurrent_masks: the same for the state, `(batch, units)` each.
+        input_gamma, input_beta: the input projection's layer-norm gains
+            and shifts `(3 * units,)`, gates (z, r, h), or `None`.
+        recurrent_gamma, recurrent_beta: the same for the recurrent
+            projection.
     """
 
     kernel: Any
@@ -107,6 +145,29 @@ class GRUWeights(NamedTuple):
     candidate_bias: Any = None
     input_masks: Any = None
     recurrent_masks: Any = None
+    input_gamma: Any = None
+    input_beta: Any = None
+    recurrent_gamma: Any = None
+    recurrent_beta: Any = None
+
+
+class Gates(NamedTuple):
+    """The values of one step (or of many steps at once), as the backward
+    pass takes them.
+
+    Attributes:
+        z, r, hh: the gates and the candidate `(..., units)`.
+        rec_h: `LNh_h(h R_h) + rb_h` (`reset_after=True`), else `None`.
+        stats: the statistics `(n, s)` of each recurrent normalization
+            (`layer_norm.statistics`), in the order of `recurrent_norms`;
+            empty without layer normalization.
+    """
+
+    z: Any
+    r: Any
+    hh: Any
+    rec_h: Any
+    stats: tuple = ()
 
 
 # Activations known to act elementwise: z and r then go through one call on
@@ -148,8 +209,56 @@ def split_bias(bias, reset_after, units):
     return projection_bias, recurrent_bias[2 * units :]
 
 
-def project_inputs(inputs, kernel, projection_bias, units, input_masks=None):
-    """Input projection of every step, packed `(..., 3 * units)`.
+def input_norm(weights, spec):
+    """The `layer_norm.Norm` of the input projection (three gates), or
+    `None` without layer normalization."""
+    if not spec.layer_norm:
+        return None
+    return layer_norm.norm_of(
+        weights.input_gamma, weights.input_beta, spec.layer_norm_epsilon, 3
+    )
+
+
+def recurrent_norms(weights, spec):
+    """The `layer_norm.Norm`s of the recurrent projection, sliced once
+    before a loop, or `None`: one of three gates (`reset_after=True`: the
+    fused matmul), or one of (z, r) and one of h (`reset_after=False`: two
+    matmuls)."""
+    if not spec.layer_norm:
+        return None
+    gamma, beta, eps = (
+        weights.recurrent_gamma,
+        weights.recurrent_beta,
+        spec.layer_norm_epsilon,
+    )
+    if spec.reset_after:
+        return (layer_norm.norm_of(gamma, beta, eps, 3),)
+    cut = 2 * spec.units
+    return (
+        layer_norm.norm_of(gamma[:cut], beta[:cut], eps, 2),
+        layer_norm.norm_of(gamma[cut:], beta[cut:], eps, 1),
+    )
+
+
+def raw_projection(inputs, kernel, units, input_masks=None):
+    """`x W` of every step, packed `(..., 3 * units)`, before any
+    normalization and bias (with one input mask per gate, gate g's columns
+    are `(x * m_g) W_g`)."""
+    if input_masks is None or len(input_masks) == 1:
+        x = inputs if input_masks is None else inputs * input_masks[0]
+        return x @ kernel
+    return ops.concatenate(
+        [
+            (inputs * m) @ kernel[:, i * units : (i + 1) * units]
+            for i, m in enumerate(input_masks)
+        ],
+        axis=-1,
+    )
+
+
+def project_inputs(inputs, kernel, projection_bias, units, input_masks=None, norm=None):
+    """Input projection of every step, packed `(..., 3 * units)`:
+    `x W + b`, or `LNx(x W) + b` with a norm.
 
     Args:
         inputs: `(..., input_dim)`: one step `(batch, input_dim)` or a
@@ -160,18 +269,11 @@ def project_inputs(inputs, kernel, projection_bias, units, input_masks=None):
         input_masks: `None`, or a tuple of one or three
             `(batch, input_dim)` dropout masks: one shared by the gates, or
             one per gate (z, r, h).
+        norm: `None`, or the `layer_norm.Norm` of `input_norm`.
     """
-    if input_masks is None or len(input_masks) == 1:
-        x = inputs if input_masks is None else inputs * input_masks[0]
-        projected = x @ kernel
-    else:
-        projected = ops.concatenate(
-            [
-                (inputs * m) @ kernel[:, i * units : (i + 1) * units]
-                for i, m in enumerate(input_masks)
-            ],
-            axis=-1,
-        )
+    projected = raw_projection(inputs, kernel, units, input_masks)
+    if norm is not None:
+        projected, _ = layer_norm.normalize(projected, norm)
     if projection_bias is not None:
         projected = projected + projection_bias
     return projected
@@ -198,7 +300,14 @@ def _gates_zr(pre, units, recurrent_activation):
 
 
 def gate_values(
-    h_in, x, recurrent_kernel, candidate_bias, spec, recurrent_masks=None, h_tm1=None
+    h_in,
+    x,
+    recurrent_kernel,
+    candidate_bias,
+    spec,
+    recurrent_masks=None,
+    h_tm1=None,
+    recurrent_norm=None,
 ):
     """z, r, the candidate and its recurrent term, for any leading shape.
 
@@ -211,21 +320,31 @@ def gate_values(
         recurrent_kernel: `(units, 3 * units)`, gates (z, r, h), or the
             pair `(R_zr, R_h)` from `kernel_parts`.
         candidate_bias: `rb_h` `(units,)` or `None`.
-        spec: the `GRUSpec` (activations, `reset_after`).
+        spec: the `GRUSpec` (activations, `reset_after`, layer norm).
         recurrent_masks: `None` or one mask (already applied to `h_in`),
             or three masks, one per gate, applied to `h_tm1` here.
         h_tm1: the undropped state, needed with three masks.
+        recurrent_norm: `None`, or the `recurrent_norms` of the weights.
 
     Returns:
-        `(z, r, hh, rec_h)`: `rec_h` is `h R_h + rb_h` (`reset_after=True`)
+        The `Gates`: `rec_h` is `LNh_h(h R_h) + rb_h` (`reset_after=True`)
         or `None`.
     """
     units, reset_after = spec.units, spec.reset_after
+    stats = []
 
     def parts():
         if isinstance(recurrent_kernel, tuple):
             return recurrent_kernel
         return kernel_parts(recurrent_kernel, False)
+
+    def normalized(v, i):
+        # The i-th recurrent normalization; its statistics are kept.
+        if recurrent_norm is None:
+            return v
+        v, st = layer_norm.normalize(v, recurrent_norm[i])
+        stats.append(st)
+        return v
 
     activation = direct(spec.activation)
     recurrent_activation = direct(spec.recurrent_activation)
@@ -233,21 +352,22 @@ def gate_values(
         # One mask per gate (`implementation=1`): no fused matmul.
         h_z, h_r, h_c = (h_tm1 * m for m in recurrent_masks)
         kernel_zr, kernel_h = parts()
-        rec_zr = ops.concatenate(
-            [h_z @ kernel_zr[:, :units], h_r @ kernel_zr[:, units:]],
+        inner = ops.concatenate(
+            [h_z @ kernel_zr[:, :units], h_r @ kernel_zr[:, units:]]
+            + ([h_c @ kernel_h] if reset_after else []),
             axis=-1,
         )
-        rec_h = h_c @ kernel_h if reset_after else None
     elif reset_after:
         # One fused matmul for the three gates.
         inner = h_in @ recurrent_kernel
-        rec_zr, rec_h = inner[..., : 2 * units], inner[..., 2 * units :]
         h_c = h_in
     else:
         kernel_zr, kernel_h = parts()
-        rec_zr = h_in @ kernel_zr
-        rec_h = None
+        inner = h_in @ kernel_zr
         h_c = h_in
+    inner = normalized(inner, 0)
+    rec_zr = inner[..., : 2 * units]
+    rec_h = inner[..., 2 * units :] if reset_after else None
     if rec_h is not None and candidate_bias is not None:
         rec_h = rec_h + candidate_bias
     if isinstance(x, (list, tuple)):
@@ -261,11 +381,19 @@ def gate_values(
         hh = activation(x_h + r * rec_h)
     else:
         # The reset gate acts before the matmul.
-        hh = activation(x_h + (r * h_c) @ kernel_h)
-    return z, r, hh, rec_h
+        hh = activation(x_h + normalized((r * h_c) @ kernel_h, 1))
+    return Gates(z, r, hh, rec_h, tuple(stats))
 
 
-def gru_step(h_tm1, x, recurrent_kernel, candidate_bias, spec, recurrent_masks=None):
+def gru_step(
+    h_tm1,
+    x,
+    recurrent_kernel,
+    candidate_bias,
+    spec,
+    recurrent_masks=None,
+    recurrent_norm=None,
+):
     """One GRU step from the projected inputs `x` `(batch, 3 * units)` (or
     split per gate), as `gate_values` takes them.
 
@@ -278,12 +406,19 @@ def gru_step(h_tm1, x, recurrent_kernel, candidate_bias, spec, recurrent_masks=N
     h_in = h_tm1
     if recurrent_masks is not None and len(recurrent_masks) == 1:
         h_in = h_tm1 * recurrent_masks[0]
-    z, _, hh, _ = gate_values(
-        h_in, x, recurrent_kernel, candidate_bias, spec, recurrent_masks, h_tm1
+    gates = gate_values(
+        h_in,
+        x,
+        recurrent_kernel,
+        candidate_bias,
+        spec,
+        recurrent_masks,
+        h_tm1,
+        recurrent_norm,
     )
     # Previous state and candidate mixed by the update gate:
     # z * h + (1 - z) * hh, written with one product.
-    return hh + z * (h_tm1 - hh)
+    return gates.hh + gates.z * (h_tm1 - gates.hh)
 
 
 def kernel_parts(recurrent_kernel, reset_after):
@@ -301,14 +436,19 @@ def kernel_parts(recurrent_kernel, reset_after):
     return (recurrent_kernel[:, : 2 * units], recurrent_kernel[:, 2 * units :])
 
 
-def projected_arrays(x, weights, units, split):
-    """`x` projected (`project_inputs` with the kernel, projection bias and
-    input masks of `weights`), as the loops take it: one packed array, or
-    three per gate with `split`. Returns a tuple."""
+def projected_arrays(x, weights, spec, split):
+    """`x` projected (`project_inputs` with the kernel, projection bias,
+    input masks and input norm of `weights`), as the loops take it: one
+    packed array, or three per gate with `split`. Returns a tuple."""
     projected = project_inputs(
-        x, weights.kernel, weights.projection_bias, units, weights.input_masks
+        x,
+        weights.kernel,
+        weights.projection_bias,
+        spec.units,
+        weights.input_masks,
+        input_norm(weights, spec),
     )
-    return split_gates(projected, units) if split else (projected,)
+    return split_gates(projected, spec.units) if split else (projected,)
 
 
 def split_gates(x, units):

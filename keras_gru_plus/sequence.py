@@ -2,7 +2,7 @@
 
 1. The plan: `policy.plan` picks the runner and its blocks from what the
    call knows (length, training, `return_sequences`, `unroll`, dropout,
-   activations).
+   activations, layer normalization).
 2. The mask: cast to booleans; in training the inputs of masked steps are
    zeroed, so a NaN or inf there (padding) reaches no gradient.
 3. The runner named by the plan (`RUNNERS`) gives the final state and, with
@@ -69,6 +69,7 @@ def run_sequence(
         unroll,
         recurrent_mask_count=len(weights.recurrent_masks or ()),
         known_slopes=bptt.supports(spec),
+        layer_norm=spec.layer_norm,
     )
     if mask is not None:
         mask = ops.cast(mask, "bool")
@@ -87,11 +88,18 @@ def _step_function(weights, spec, masked, split):
     step's projected inputs (one packed array, or three per gate with
     `split`), then its mask `(batch, 1)` if `masked`."""
     step_kernel = recurrence.kernel_parts(weights.recurrent_kernel, spec.reset_after)
+    norms = recurrence.recurrent_norms(weights, spec)
 
     def step(h, xs_t):
         x_t = tuple(xs_t[:3]) if split else xs_t[0]
         h_next = recurrence.gru_step(
-            h, x_t, step_kernel, weights.candidate_bias, spec, weights.recurrent_masks
+            h,
+            x_t,
+            step_kernel,
+            weights.candidate_bias,
+            spec,
+            weights.recurrent_masks,
+            norms,
         )
         if masked:
             h_next = ops.where(xs_t[-1], h_next, h)
@@ -103,7 +111,7 @@ def _step_function(weights, spec, masked, split):
 def _loop_inputs(x, weights, spec, mask, split):
     """The arrays a loop takes: the projection of `x` (split per gate with
     `split`), then the mask `(time, batch, 1)` if any."""
-    arrays = recurrence.projected_arrays(x, weights, spec.units, split)
+    arrays = recurrence.projected_arrays(x, weights, spec, split)
     return arrays + (() if mask is None else (ops.expand_dims(mask, -1),))
 
 

@@ -37,6 +37,15 @@ def check_rate(name, value):
     return float(value)
 
 
+def check_epsilon(name, value):
+    """An epsilon must be a finite real number greater than 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(_invalid(name, "a float greater than 0", value))
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(_invalid(name, "a float greater than 0", value))
+    return float(value)
+
+
 def check_bool(name, value):
     """A flag must be a bool (NumPy bools and the integers 0 and 1 pass)."""
     if isinstance(value, (bool, np.bool_)):
