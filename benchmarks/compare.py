@@ -12,9 +12,11 @@ What it measures: the package `keras_gru_plus/` at `--base` (default
 `HEAD`) is extracted with `git archive` into a temporary directory and
 imported as `keras_gru_plus_base` (its imports rewritten), beside the
 working tree's `keras_gru_plus`, in one process. For every configuration of
-`keras_gru_plus.benchmark.CONFIGS` (all unless `--configs` names some),
-both layers are built with `benchmark.build_model` with the same weights,
-fed the same `benchmark.make_data` batch, and timed by
+`keras_gru_plus.benchmark.CONFIGS` (all unless `--configs` names some; one
+the base engine cannot build, for an argument it predates such as
+`layer_norm`, is skipped and named in the report), both layers are built
+with `benchmark.build_model` with the same weights, fed the same
+`benchmark.make_data` batch, and timed by
 `benchmark.time_interleaved` in strict alternation (base, new, base, new,
 ...; one call per turn, the order swapped for the second half) after a
 warm-up, through compiled `predict_on_batch` and `train_on_batch`. It
@@ -141,7 +143,14 @@ def compare_config(benchmark, base_cls, new_cls, config, repeats):
     models = []
     for cls in (base_cls, new_cls):
         keras.utils.set_random_seed(0)
-        models.append(benchmark.build_model(cls, config))
+        try:
+            models.append(benchmark.build_model(cls, config))
+        except TypeError as e:
+            if cls is new_cls:
+                raise
+            # An argument the base engine predates (`layer_norm`).
+            print(f"    skipped: the base engine cannot build it ({e})")
+            return None
     base, new = models
     try:
         new.set_weights(base.get_weights())
@@ -197,6 +206,11 @@ def format_table(report, benchmark):
             "",
             f"new/base: geometric mean {mean:.3f}, range "
             f"{min(ratios):.2f} to {max(ratios):.2f}; * outside 5%",
+        ]
+    if report.get("skipped"):
+        lines += [
+            "",
+            "not built by the base engine: " + ", ".join(report["skipped"]),
         ]
     memory = report.get("memory")
     if memory:
@@ -300,6 +314,9 @@ def main(argv=None):
         except Exception:
             _hint(args)
             raise
+        if results is None:
+            report.setdefault("skipped", []).append(name)
+            continue
         report["configs"][name] = results
         for mode, e in results.items():
             print(

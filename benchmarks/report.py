@@ -5,6 +5,9 @@ Usage: `python benchmarks/report.py [--readme README.md]` after
 for each backend (`nox -s bench` does both). Writes
 `benchmarks/results/summary.md` and `summary.png`; with `--readme`, replaces
 the part of the README between the `bench:start` and `bench:end` markers.
+Each backend's table is `benchmark.format_table`'s: a report with the
+`layer_norm` row gets its small table too; older reports, without it, stay
+as they were.
 
 Reports made on a GPU (`bench_<backend>_gpu.json`, from
 `benchmarks/gpu.sh`) go apart, into `summary_gpu.md`, `summary_gpu.png`

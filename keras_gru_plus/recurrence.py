@@ -333,11 +333,6 @@ def gate_values(
     units, reset_after = spec.units, spec.reset_after
     stats = []
 
-    def parts():
-        if isinstance(recurrent_kernel, tuple):
-            return recurrent_kernel
-        return kernel_parts(recurrent_kernel, False)
-
     def normalized(v, i):
         # The i-th recurrent normalization; its statistics are kept.
         if recurrent_norm is None:
@@ -348,23 +343,9 @@ def gate_values(
 
     activation = direct(spec.activation)
     recurrent_activation = direct(spec.recurrent_activation)
-    if recurrent_masks is not None and len(recurrent_masks) == 3:
-        # One mask per gate (`implementation=1`): no fused matmul.
-        h_z, h_r, h_c = (h_tm1 * m for m in recurrent_masks)
-        kernel_zr, kernel_h = parts()
-        inner = ops.concatenate(
-            [h_z @ kernel_zr[:, :units], h_r @ kernel_zr[:, units:]]
-            + ([h_c @ kernel_h] if reset_after else []),
-            axis=-1,
-        )
-    elif reset_after:
-        # One fused matmul for the three gates.
-        inner = h_in @ recurrent_kernel
-        h_c = h_in
-    else:
-        kernel_zr, kernel_h = parts()
-        inner = h_in @ kernel_zr
-        h_c = h_in
+    inner, h_c, kernel_h = _recurrent_product(
+        h_in, recurrent_kernel, spec, recurrent_masks, h_tm1
+    )
     inner = normalized(inner, 0)
     rec_zr = inner[..., : 2 * units]
     rec_h = inner[..., 2 * units :] if reset_after else None
@@ -383,6 +364,33 @@ def gate_values(
         # The reset gate acts before the matmul.
         hh = activation(x_h + normalized((r * h_c) @ kernel_h, 1))
     return Gates(z, r, hh, rec_h, tuple(stats))
+
+
+def _recurrent_product(h_in, recurrent_kernel, spec, recurrent_masks, h_tm1):
+    """`(inner, h_c, R_h)`: the recurrent matmul of the gates before the
+    reset gate (z, r, and h with `reset_after=True`), the state that the
+    candidate's matmul takes, and `R_h` where the candidate multiplies
+    after the reset gate (`reset_after=False`), else `None`."""
+    units, reset_after = spec.units, spec.reset_after
+    per_gate = recurrent_masks is not None and len(recurrent_masks) == 3
+    if reset_after and not per_gate:
+        # One fused matmul for the three gates.
+        return h_in @ recurrent_kernel, h_in, None
+    if isinstance(recurrent_kernel, tuple):
+        kernel_zr, kernel_h = recurrent_kernel
+    else:
+        kernel_zr, kernel_h = kernel_parts(recurrent_kernel, False)
+    if per_gate:
+        # One mask per gate (`implementation=1`): no fused matmul.
+        h_z, h_r, h_c = (h_tm1 * m for m in recurrent_masks)
+        inner = ops.concatenate(
+            [h_z @ kernel_zr[:, :units], h_r @ kernel_zr[:, units:]]
+            + ([h_c @ kernel_h] if reset_after else []),
+            axis=-1,
+        )
+    else:
+        inner, h_c = h_in @ kernel_zr, h_in
+    return inner, h_c, (None if reset_after else kernel_h)
 
 
 def gru_step(

@@ -39,7 +39,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark, "BASE", dict(batch=4, steps=6, features=3, units=5))
     report = benchmark.run(
         out_dir=str(tmp_path),
-        configs=["base", "masked", "bidirectional"],
+        configs=["base", "masked", "bidirectional", "layer_norm"],
         repeats=1,
         memory=False,
         progress=lambda m: None,
@@ -56,9 +56,21 @@ def test_benchmark_writes_table_json_and_plot(tmp_path, monkeypatch):
             entry = saved["configs"][name][mode]
             assert entry["ours_ms"] > 0 and entry["keras_ms"] > 0
             assert entry["ratio"] == pytest.approx(entry["ours_ms"] / entry["keras_ms"])
+    for mode in ("predict", "train"):
+        entry = saved["configs"]["layer_norm"][mode]
+        assert min(entry["ours_ms"], entry["plain_ms"], entry["keras_cell_ms"]) > 0
+        assert entry["ratio_plain"] == pytest.approx(
+            entry["ours_ms"] / entry["plain_ms"]
+        )
+        assert (
+            entry["ratio"]
+            == entry["ratio_keras_cell"]
+            == pytest.approx(entry["ours_ms"] / entry["keras_cell_ms"])
+        )
     assert (tmp_path / f"bench_{stem}.png").stat().st_size > 1000
     table = benchmark.format_table(report)
     assert "| base | predict |" in table
+    assert "| layer_norm |" not in table and benchmark.LAYER_NORM_TITLE in table
 
 
 def test_report_merges_results_into_the_readme(tmp_path):
@@ -67,14 +79,19 @@ def test_report_merges_results_into_the_readme(tmp_path):
     )
     results = tmp_path / "results"
     results.mkdir()
-    for backend in ("jax", "torch"):
-        report = _report(backend)
-        (results / f"bench_{backend}.json").write_text(json.dumps(report))
+    # jax's report has the layer_norm row, torch's (an older one) has not.
+    (results / "bench_jax.json").write_text(json.dumps(_report("jax", layer_norm=True)))
+    (results / "bench_torch.json").write_text(json.dumps(_report("torch")))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
     _run_report(results, readme)
     text = readme.read_text()
     assert "old" not in text and text.count("| base | predict |") == 2
+    assert text.count(benchmark.LAYER_NORM_TITLE) == 1
+    assert text.index(benchmark.LAYER_NORM_TITLE) < text.index("torch: keras 3")
+    assert "| train | 12.0 | 10.0 | 24.0 | 1.20 | 0.50 |" in text
+    summary = (results / "summary.md").read_text()
+    assert summary.count(benchmark.LAYER_NORM_TITLE) == 1
     assert (results / "summary.png").exists()
 
 
@@ -95,7 +112,18 @@ def _run_report(results, readme):
     )
 
 
-def _report(backend, accelerator=None):
+def _layer_norm_entry(ours, plain, cell):
+    return {
+        "ours_ms": ours,
+        "plain_ms": plain,
+        "keras_cell_ms": cell,
+        "ratio": ours / cell,
+        "ratio_plain": ours / plain,
+        "ratio_keras_cell": ours / cell,
+    }
+
+
+def _report(backend, accelerator=None, layer_norm=False, base=True):
     entry = {"ours_ms": 1.0, "keras_ms": 2.0, "ratio": 0.5}
     machine = {
         "backend": backend,
@@ -106,7 +134,13 @@ def _report(backend, accelerator=None):
     }
     if accelerator:
         machine["accelerator"] = accelerator
-    return {"machine": machine, "configs": {"base": {"predict": entry, "train": entry}}}
+    configs = {"base": {"predict": entry, "train": entry}} if base else {}
+    if layer_norm:
+        configs["layer_norm"] = {
+            "predict": _layer_norm_entry(4.4, 4.0, 11.0),
+            "train": _layer_norm_entry(12.0, 10.0, 24.0),
+        }
+    return {"machine": machine, "configs": configs}
 
 
 def test_report_puts_gpu_results_in_their_own_block(tmp_path):
@@ -142,3 +176,110 @@ def test_table_names_the_memory_it_measured():
     table = benchmark.format_table(report)
     assert table.startswith("torch on Some GPU:")
     assert "(peak GPU memory growth): ours 10 MB, keras 40 MB, ratio 0.25" in table
+
+
+def test_layer_norm_row_has_a_table_of_its_own():
+    table = benchmark.format_table(_report("jax", layer_norm=True))
+    main, layer_norm = table.split(benchmark.LAYER_NORM_TITLE)
+    assert "| base | predict | 1.0 | 2.0 | 0.50 |" in main
+    assert "layer_norm" not in main
+    assert layer_norm.splitlines()[2:] == [
+        "| mode | ours LN ms | our plain ms | Keras RNN+LN cell ms |"
+        " LN/plain | LN/Keras cell |",
+        "|---|---|---|---|---|---|",
+        "| predict | 4.4 | 4.0 | 11.0 | 1.10 | 0.40 |",
+        "| train | 12.0 | 10.0 | 24.0 | 1.20 | 0.50 |",
+    ]
+    # An older report, without the row: no such table.
+    assert benchmark.LAYER_NORM_TITLE not in benchmark.format_table(_report("jax"))
+    # The row alone (`--configs layer_norm`): no empty main table.
+    alone = benchmark.format_table(_report("jax", layer_norm=True, base=False))
+    assert "| configuration |" not in alone and benchmark.LAYER_NORM_TITLE in alone
+
+
+def test_plot_takes_the_layer_norm_row_alone_or_beside_older_reports(tmp_path):
+    pytest.importorskip(
+        "matplotlib", reason="the plot needs matplotlib, not installed here"
+    )
+    for i, reports in enumerate(
+        [
+            [_report("jax", layer_norm=True, base=False)],
+            [_report("jax", layer_norm=True), _report("torch")],
+        ]
+    ):
+        path = tmp_path / f"plot{i}.png"
+        benchmark.plot(reports, str(path))
+        assert path.stat().st_size > 1000
+
+
+def _layer_norm_gru_step(x, h, weights, epsilon=1e-5):
+    """One step of the layer-normalized GRU in NumPy (the issue's
+    equations, reset_after=True)."""
+    kernel, recurrent, bias, gx, bx, gh, bh = weights
+    units = h.shape[-1]
+
+    def norm(v, gamma, beta):
+        v = v.reshape(len(v), 3, units)
+        v = (v - v.mean(-1, keepdims=True)) / np.sqrt(
+            v.var(-1, keepdims=True) + epsilon
+        )
+        return v.reshape(len(v), 3 * units) * gamma + beta
+
+    xz, xr, xh = np.split(norm(x @ kernel, gx, bx) + bias[0], 3, axis=-1)
+    hz, hr, hh = np.split(norm(h @ recurrent, gh, bh) + bias[1], 3, axis=-1)
+    z = 1 / (1 + np.exp(-(xz + hz)))
+    r = 1 / (1 + np.exp(-(xr + hr)))
+    return z * h + (1 - z) * np.tanh(xh + r * hh)
+
+
+def _randomize(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    for w in layer.weights:
+        w.assign(rng.normal(scale=0.5, size=tuple(w.shape)).astype("float32"))
+
+
+def test_keras_built_layer_norm_cell_follows_the_equations():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 2)).astype("float32")
+    rnn = benchmark.keras_layer_norm_gru(5, return_sequences=True)
+    rnn(x)
+    _randomize(rnn)
+    weights = [np.asarray(keras.ops.convert_to_numpy(w)) for w in rnn.weights]
+    assert [w.name for w in rnn.weights] == [
+        "kernel",
+        "recurrent_kernel",
+        "bias",
+        "input_norm_gamma",
+        "input_norm_beta",
+        "recurrent_norm_gamma",
+        "recurrent_norm_beta",
+    ]
+    h = np.zeros((3, 5))
+    expected = []
+    for t in range(x.shape[1]):
+        h = _layer_norm_gru_step(x[:, t].astype("float64"), h, weights)
+        expected.append(h)
+    got = keras.ops.convert_to_numpy(rnn(x))
+    np.testing.assert_allclose(got, np.stack(expected, 1), atol=1e-5)
+
+
+def test_keras_built_layer_norm_cell_matches_ours(monkeypatch):
+    """The benchmark's anchor computes what ours with `layer_norm=True`
+    does, on the weights `build_layer_norm_models` shares."""
+    monkeypatch.setattr(benchmark, "BASE", dict(batch=3, steps=4, features=2, units=5))
+    config = dict(benchmark.CONFIGS["layer_norm"])
+    config["layer"] = dict(config["layer"], return_sequences=True)
+    ours, plain, cell = benchmark.build_layer_norm_models(config)
+    _randomize(benchmark._recurrent_layer(ours))
+    benchmark.share_weights(ours, cell)
+    benchmark.share_weights(ours, plain)
+    x, _ = benchmark.make_data(config)
+
+    def sequences(model):
+        layer = benchmark._recurrent_layer(model)
+        return keras.ops.convert_to_numpy(keras.Model(model.input, layer.output)(x))
+
+    diff = np.abs(sequences(ours) - sequences(cell)).max()
+    assert diff < 1e-5
+    # The norms matter here: the plain layer on the same weights differs.
+    assert np.abs(sequences(ours) - sequences(plain)).max() > 1e-2
