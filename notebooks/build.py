@@ -237,6 +237,125 @@ for name, r in results.items():
     print(f"{name:<18} held-out accuracy {r['test_accuracy']:.4f}, "
           f"trained in {r['train_seconds']:.1f} s")
 """),
+    md(r"""
+## Layer normalization
+
+`GRU(units, layer_norm=True)` normalizes the input projection and the
+recurrent projection separately, per gate and per row, over the `units`
+values of each gate (Ba, Kiros & Hinton 2016, arXiv 1607.06450), before the
+biases and before the reset gate ($\bar v$ the mean of $v$, $\mathrm{var}$
+its population variance). Gates are in the order (z, r, h); with
+`reset_after=True`:
+
+$$\mathrm{LN}(v) = \gamma \frac{v - \bar v}{\sqrt{\mathrm{var}(v) + \epsilon}} + \beta$$
+$$z_t = \sigma(\mathrm{LN}^x_z(x_t W_z) + b_z + \mathrm{LN}^h_z(h_{t-1} R_z) + rb_z)$$
+$$r_t = \sigma(\mathrm{LN}^x_r(x_t W_r) + b_r + \mathrm{LN}^h_r(h_{t-1} R_r) + rb_r)$$
+$$\hat h_t = \tanh(\mathrm{LN}^x_h(x_t W_h) + b_h +
+r_t \odot (\mathrm{LN}^h_h(h_{t-1} R_h) + rb_h))$$
+$$h_t = z_t \odot h_{t-1} + (1 - z_t) \odot \hat h_t$$
+
+Whatever the scale of the inputs, of the weights or of the state, each
+gate's pre-activations start from mean 0 and variance 1 at every step, and
+the gains $\gamma$ (initialized to 1) and shifts $\beta$ (to 0) learn
+the scale that suits. It matters on long sequences, where what reaches the
+gates drifts from step to step. The 8 rows of a digit are too short for it:
+in short trials on the digits (8 rows, or 64 single pixels) the two trained
+about alike. So this section takes the classic long-memory benchmark, the
+**adding problem** (Hochreiter & Schmidhuber 1997): 100 steps of two
+features, a random value in [0, 1] and a marker that is 1 at two steps (one
+in each half) and 0 elsewhere; the target is the sum of the two marked
+values. Always answering the mean, 1, scores a mean squared error of
+$1/6 \approx 0.167$: a model below that has learnt to find the marks and
+hold a value for up to 100 steps.
+
+The same model twice, GRU(32) and a Dense(1), with the same initial
+weights: the layer-normalized one gets the plain one's kernel, recurrent
+kernel and bias, and its own gains and shifts start at 1 and 0. Both are
+trained the same way, with the optimizer of the digits above (Adam, 3e-3).
+"""),
+    code("""
+import time
+import numpy as np
+import keras_gru_plus
+
+def adding_problem(n, steps, rng):
+    values = rng.uniform(size=(n, steps)).astype("float32")
+    marks = np.zeros((n, steps), "float32")
+    rows = np.arange(n)
+    marks[rows, rng.integers(0, steps // 2, n)] = 1
+    marks[rows, rng.integers(steps // 2, steps, n)] = 1
+    return np.stack([values, marks], -1), (values * marks).sum(1, keepdims=True)
+
+rng = np.random.default_rng(0)
+xa_train, ya_train = adding_problem(2000, 100, rng)
+xa_test, ya_test = adding_problem(500, 100, rng)
+
+EPOCHS = 6
+
+def adding_model(layer_norm):
+    model = keras.Sequential([keras.Input((100, 2)),
+                              keras_gru_plus.GRU(32, layer_norm=layer_norm),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(3e-3), "mse")
+    return model
+
+keras.utils.set_random_seed(0)
+models = {"plain": adding_model(False), "layer_norm=True": adding_model(True)}
+plain_gru, ln_gru = models["plain"].layers[0], models["layer_norm=True"].layers[0]
+# Shared kernel, recurrent_kernel, bias; the LN layer keeps gamma = 1, beta = 0.
+ln_gru.set_weights(plain_gru.get_weights() + ln_gru.get_weights()[3:])
+models["layer_norm=True"].layers[1].set_weights(models["plain"].layers[1].get_weights())
+print("GRU weights: plain", plain_gru.count_params(), "| layer_norm=True",
+      ln_gru.count_params(), [tuple(w.shape) for w in ln_gru.weights[3:]])
+
+adding = {}
+for name, model in models.items():
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    history = model.fit(xa_train, ya_train, epochs=EPOCHS, batch_size=32,
+                        validation_data=(xa_test, ya_test), verbose=0)
+    adding[name] = dict(history.history, seconds=time.perf_counter() - start)
+"""),
+    code("""
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True)
+epochs = np.arange(1, EPOCHS + 1)
+for name, h in adding.items():
+    axes[0].plot(epochs, h["loss"], "o-", label=name)
+    axes[1].plot(epochs, h["val_loss"], "o-", label=name)
+for ax, title in zip(axes, ("training loss (MSE)", "held-out MSE")):
+    ax.axhline(1 / 6, color="gray", linestyle="--", label="always 1 (1/6)")
+    ax.set_yscale("log"); ax.set_xlabel("epoch"); ax.set_title(title); ax.legend()
+plt.show()
+for name, h in adding.items():
+    below = [e for e, v in zip(epochs, h["val_loss"]) if v < 0.01]
+    print(f"{name:<16} held-out MSE by epoch: "
+          + " ".join(f"{v:.3f}" for v in h["val_loss"])
+          + f" | first below 0.01 at epoch {below[0] if below else '-'}"
+          + f" | last training loss {h['loss'][-1]:.3f}"
+          + f" | {h['seconds']:.1f} s (compilation included)")
+"""),
+    md("""
+The plain GRU sits on the plateau of the constant answer for all 6 epochs:
+after the first, its training loss and its held-out MSE stay at 0.16 to
+0.17, the score of always answering 1. The layer-normalized one, from the
+same weights, leaves it at once: a held-out MSE of about 0.13 after the
+first epoch and below 0.01 from the second on (the figures are printed
+above), a typical error of less than 0.1 on a sum between 0 and 2. Other
+seeds (of the weights and of the data) give the same picture: the
+layer-normalized GRU below 0.01 by the second or third epoch, the plain one
+still on the plateau. It is a matter of speed, not of capacity: with a
+larger learning rate, or more epochs, the plain GRU gets off the plateau
+too, later.
+
+The option costs weights and time. Weights: four vectors of `3 * units`
+(`input_norm_gamma`, `input_norm_beta`, `recurrent_norm_gamma`,
+`recurrent_norm_beta`, gate order z, r, h), here 384 on top of 3,456.
+Time: a mean and a variance per gate, twice per step, forward and backward;
+the `layer_norm` row of the benchmark in the README (Speed) measures it
+against our plain layer and against a layer-normalized cell written for
+`keras.layers.RNN`, on each backend. The seconds printed above are one
+short run each, with compilation, on this machine: not a benchmark.
+"""),
 ]
 
 PARITY_SPEED = [
