@@ -159,8 +159,8 @@ class Gates(NamedTuple):
         z, r, hh: the gates and the candidate `(..., units)`.
         rec_h: `LNh_h(h R_h) + rb_h` (`reset_after=True`), else `None`.
         stats: the statistics `(n, s)` of each recurrent normalization
-            (`layer_norm.statistics`), in the order of `recurrent_norms`;
-            empty without layer normalization.
+            (`layer_norm.statistics`), in the order of `recurrent_norms`,
+            where asked for; else empty.
     """
 
     z: Any
@@ -273,7 +273,7 @@ def project_inputs(inputs, kernel, projection_bias, units, input_masks=None, nor
     """
     projected = raw_projection(inputs, kernel, units, input_masks)
     if norm is not None:
-        projected, _ = layer_norm.normalize(projected, norm)
+        projected = layer_norm.apply(projected, norm)
     if projection_bias is not None:
         projected = projected + projection_bias
     return projected
@@ -308,6 +308,7 @@ def gate_values(
     recurrent_masks=None,
     h_tm1=None,
     recurrent_norm=None,
+    keep_stats=False,
 ):
     """z, r, the candidate and its recurrent term, for any leading shape.
 
@@ -325,6 +326,8 @@ def gate_values(
             or three masks, one per gate, applied to `h_tm1` here.
         h_tm1: the undropped state, needed with three masks.
         recurrent_norm: `None`, or the `recurrent_norms` of the weights.
+        keep_stats: whether the normalizations' statistics are returned
+            (the backward pass's recompute), or only their results.
 
     Returns:
         The `Gates`: `rec_h` is `LNh_h(h R_h) + rb_h` (`reset_after=True`)
@@ -337,6 +340,8 @@ def gate_values(
         # The i-th recurrent normalization; its statistics are kept.
         if recurrent_norm is None:
             return v
+        if not keep_stats:
+            return layer_norm.apply(v, recurrent_norm[i])
         v, st = layer_norm.normalize(v, recurrent_norm[i])
         stats.append(st)
         return v
