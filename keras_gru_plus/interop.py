@@ -215,6 +215,14 @@ def _check_gru(layer, where):
             "on inputs (or `build` it) first."
         )
     cell = layer.cell
+    if getattr(cell, "layer_norm", False):
+        raise ValueError(
+            f"Received an invalid value for argument `layer`: {where} "
+            f"`{layer.name}` has `layer_norm=True`. `torch.nn.GRU` has no "
+            "layer-normalized variant (no gains and shifts of the input and "
+            "recurrent projections): its weights cannot be converted "
+            "without changing the numbers."
+        )
     if not cell.reset_after:
         raise ValueError(
             f"Received an invalid value for argument `layer`: {where} "
@@ -258,8 +266,8 @@ def to_torch_state_dict(layer):
     """The `torch.nn.GRU` state dict holding a Keras GRU's weights.
 
     The reverse of `from_torch`. Every GRU must have `reset_after=True`,
-    `activation="tanh"` and `recurrent_activation="sigmoid"` (the only
-    variant PyTorch has); a plain (unidirectional) GRU must not have
+    `activation="tanh"`, `recurrent_activation="sigmoid"` and no
+    `layer_norm` (the only variant PyTorch has); a plain (unidirectional) GRU must not have
     `go_backwards=True`, and a `Bidirectional` must have
     `merge_mode="concat"`, since `torch.nn.GRU` concatenates directions.
     All GRUs of a stack must have the same `units` and `use_bias`, and be
@@ -480,7 +488,8 @@ def from_keras2_config(config):
         A new, unbuilt `keras_gru_plus.GRU`.
 
     Raises:
-        ValueError: if `config` is not a dict, or names another class.
+        ValueError: if `config` is not a dict, names another class, or has
+            `layer_norm=True` (no Keras 2 GRU has it).
         TypeError: for an argument the layer does not take (from the
             layer).
 
@@ -514,6 +523,13 @@ def from_keras2_config(config):
             "Received an invalid value for argument `config`, expected the "
             "config of a 'GRU' or 'CuDNNGRU' layer, got class_name="
             f"{class_name!r}."
+        )
+    if config.get("layer_norm"):
+        raise ValueError(
+            "Received an invalid value for argument `config`: it has "
+            "`layer_norm=True`, which no Keras 2 GRU has (Keras 2 has no "
+            "layer-normalized GRU). Load a keras_gru_plus config with "
+            "`keras_gru_plus.GRU.from_config`."
         )
     config = copy.deepcopy(config)
     for name in _KERAS2_ONLY:
