@@ -277,8 +277,9 @@ def _forward(t, spec, plan):
     """The forward loop, block by block: project the block, run its steps.
 
     Returns `(states, kept)`: the states `(time, batch, units)`, and the
-    gates `(z, r, hh[, rec_h])` of every step if the plan keeps them, else
-    `None`.
+    gates `(z, r, hh[, rec_h])` of every step, then the statistics of its
+    recurrent normalizations (flat, see `_flat_stats`), if the plan keeps
+    them, else `None`.
     """
     keep = None if t.mask is None else t.mask > 0
     step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
@@ -289,14 +290,22 @@ def _forward(t, spec, plan):
         h_in = h if t.recurrent_mask is None else h * t.recurrent_mask
         x_t = tuple(xs[:3]) if split else xs[0]
         gates = recurrence.gate_values(
-            h_in, x_t, step_kernel, t.candidate_bias, spec, recurrent_norm=norms
+            h_in,
+            x_t,
+            step_kernel,
+            t.candidate_bias,
+            spec,
+            recurrent_norm=norms,
+            keep_stats=plan.keep_gates,
         )
         h_new = gates.hh + gates.z * (h - gates.hh)
         if keep is not None:
             h_new = ops.where(xs[-1], h_new, h)
         if plan.keep_gates:
             kept = (gates.rec_h,) if spec.reset_after else ()
-            return h_new, (h_new, gates.z, gates.r, gates.hh) + kept
+            return h_new, (h_new, gates.z, gates.r, gates.hh) + kept + _flat_stats(
+                gates
+            )
         # The state alone, shaped like the carry (TensorFlow's `scan`).
         return h_new, h_new
 
@@ -305,14 +314,16 @@ def _forward(t, spec, plan):
         h, ys = scan.scan(step, h, arrays + tuple(parts[1:]), indexed=True)
         return h, (ys if plan.keep_gates else (ys,)), ()
 
-    n_out = (4 + spec.reset_after) if plan.keep_gates else 1
+    step_like = (t.h0,)
+    if plan.keep_gates:
+        step_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
     loop, options = _block_loop(plan)
     _, ys, _ = scan.blocks_loop(
         run_block,
         t.h0,
         (t.x,) + (() if keep is None else (keep,)),
         plan.block,
-        step_like=(t.h0,) * n_out,
+        step_like=step_like,
         loop=loop,
         **options,
     )
@@ -335,8 +346,9 @@ def _backward(upstream, states, kept, t, spec, plan):
         upstream_b, h_prev_b, x_b = parts[:3]
         mask_b = parts[3] if masked else None
         kept_b = tuple(parts[3 + masked :]) if kept is not None else None
-        # The projection is needed only to recompute the gates.
-        if kept_b is not None:
+        # The projection is needed to recompute the gates, and its input
+        # normalization's statistics for its gradients.
+        if kept_b is not None and t.input_gamma is None:
             arrays, input_stats = None, None
         else:
             arrays, input_stats = _loop_arrays(x_b, t, spec, plan.split_gates)
@@ -449,7 +461,13 @@ def _gates(h_in, x_arrays, t, spec, kept, norms):
     """The `recurrence.Gates` of every step: kept, or recomputed at once
     (one large recurrent matmul), with the statistics of `norms`."""
     if kept is not None:
-        return recurrence.Gates(*kept[:3], kept[3] if spec.reset_after else None)
+        n_gates = 3 + spec.reset_after
+        stats = kept[n_gates:]
+        return recurrence.Gates(
+            *kept[:3],
+            kept[3] if spec.reset_after else None,
+            tuple(zip(stats[::2], stats[1::2])),
+        )
     x = x_arrays if len(x_arrays) == 3 else x_arrays[0]
     return recurrence.gate_values(
         h_in,
@@ -499,6 +517,17 @@ def _back_step(through_recurrence, recurrent_mask, masked):
 
 def _flat_stats(gates):
     return tuple(a for stats in gates.stats for a in stats)
+
+
+def _stats_like(h, norms):
+    """Arrays shaped like one step's flat statistics (`_flat_stats`) of
+    `norms`, for a state `h` `(batch, units)`: `(batch, G, units)` and
+    `(batch, G, 1)` per normalization."""
+    like = ()
+    for norm in norms or ():
+        n = ops.zeros(ops.shape(h)[:-1] + tuple(norm.gamma.shape), h.dtype)
+        like += (n, n[..., :1])
+    return like
 
 
 def _through_norm(delta, stats, norm):

@@ -267,8 +267,8 @@ def to_torch_state_dict(layer):
 
     The reverse of `from_torch`. Every GRU must have `reset_after=True`,
     `activation="tanh"`, `recurrent_activation="sigmoid"` and no
-    `layer_norm` (the only variant PyTorch has); a plain (unidirectional) GRU must not have
-    `go_backwards=True`, and a `Bidirectional` must have
+    `layer_norm` (the only variant PyTorch has); a plain (unidirectional)
+    GRU must not have `go_backwards=True`, and a `Bidirectional` must have
     `merge_mode="concat"`, since `torch.nn.GRU` concatenates directions.
     All GRUs of a stack must have the same `units` and `use_bias`, and be
     all bidirectional or all not. `use_bias=False` gives no bias keys, as

@@ -317,9 +317,7 @@ def plan(
             hand-written backward pass knows (`bptt.supports`).
         layer_norm: whether the projections are layer-normalized. Their
             input side is then vectorized before the loop (no projection
-            inside inference steps), and the backward pass recomputes the
-            gates with their normalization statistics rather than keep
-            them (one large matmul, in place of three more arrays a step).
+            inside inference steps).
 
     Masks do not change the plan: every loop selects the state per step.
     """
@@ -345,7 +343,7 @@ def plan(
         chosen = Plan(
             "bptt",
             block=block,
-            keep_gates=policy.keep_gates and long_block is None and not layer_norm,
+            keep_gates=policy.keep_gates and long_block is None,
             block_loop=("python" if short and policy.python_short_blocks else "scan"),
             split_gates=split,
         )
