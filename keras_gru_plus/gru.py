@@ -56,9 +56,10 @@ class GRU(keras.Layer):
 
     and with `reset_after=False`,
     `hh_t = activation(LNx_h(x_t W_h) + b_h + LNh_h((r_t * h_{t-1}) R_h))`.
-    The input side is normalized for all steps at once, before the loop;
-    training goes through the same hand-written backward pass as without
-    it. Keras has no such layer: `interop`'s conversions refuse it.
+    In training the input side is normalized for all steps at once,
+    before the loop (TensorFlow's inference normalizes each step's inputs
+    in its loop, where it projects them), and the backward pass is the same
+    hand-written one as without it. Keras has no such layer: `interop`'s conversions refuse it.
 
     Weights live in `layer.cell` under the names Keras uses, so
     `set_weights`, `.weights.h5` files and configs move between this layer

@@ -67,7 +67,7 @@ With layer normalization (`layer_norm=True`; `LN` per gate over its units,
 see `layer_norm`), the input projection and the recurrent projection are
 normalized separately, before the biases and before the reset gate:
 
-    x_z, x_r, x_h = LNx(x W) + b_in               (vectorized over all steps)
+    x_z, x_r, x_h = LNx(x W) + b_in               (for all steps at once in training)
     z      = σ(x_z + LNh_z(h R_z) + rb_z)
     r      = σ(x_r + LNh_r(h R_r) + rb_r)
     rec_h  = LNh_h(h R_h) + rb_h                    (reset_after=True)

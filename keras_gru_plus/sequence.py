@@ -2,7 +2,7 @@
 
 1. The plan: `policy.plan` picks the runner and its blocks from what the
    call knows (length, training, `return_sequences`, `unroll`, dropout,
-   activations, layer normalization).
+   activations).
 2. The mask: cast to booleans; in training the inputs of masked steps are
    zeroed, so a NaN or inf there (padding) reaches no gradient.
 3. The runner named by the plan (`RUNNERS`) gives the final state and, with
@@ -69,7 +69,6 @@ def run_sequence(
         unroll,
         recurrent_mask_count=len(weights.recurrent_masks or ()),
         known_slopes=bptt.supports(spec),
-        layer_norm=spec.layer_norm,
     )
     if mask is not None:
         mask = ops.cast(mask, "bool")
