@@ -59,7 +59,8 @@ class GRU(keras.Layer):
     In training the input side is normalized for all steps at once,
     before the loop (TensorFlow's inference normalizes each step's inputs
     in its loop, where it projects them), and the backward pass is the same
-    hand-written one as without it. Keras has no such layer: `interop`'s conversions refuse it.
+    hand-written one as without it. Keras has no such layer: `interop`'s
+    conversions refuse it.
 
     Weights live in `layer.cell` under the names Keras uses, so
     `set_weights`, `.weights.h5` files and configs move between this layer
