@@ -27,6 +27,7 @@ shapes the means over a gate broadcast against.
 from typing import Any
 from typing import NamedTuple
 
+import keras
 from keras import ops
 
 # Dtypes whose statistics are computed in float32.
@@ -52,6 +53,12 @@ def norm_of(gamma, beta, epsilon, groups):
     return Norm(grouped(gamma, groups), grouped(beta, groups), epsilon)
 
 
+def _mean(v):
+    """The mean over the last axis, kept. (A sum: Keras 3.15's `ops.mean`
+    computes float64 in float32 on JAX and PyTorch.)"""
+    return ops.sum(v, axis=-1, keepdims=True) * (1.0 / v.shape[-1])
+
+
 def grouped(v, groups):
     """`(..., groups * units)` -> `(..., groups, units)`."""
     return ops.reshape(v, ops.shape(v)[:-1] + (groups, v.shape[-1] // groups))
@@ -67,13 +74,14 @@ def statistics(v, epsilon, groups):
     `(..., groups, units)`, `s` the inverse deviation `(..., groups, 1)`,
     both in `v`'s dtype."""
     dtype = v.dtype
+    half = keras.backend.standardize_dtype(dtype) in _HALF
     v = grouped(v, groups)
-    if dtype in _HALF:
+    if half:
         v = ops.cast(v, "float32")
-    centered = v - ops.mean(v, axis=-1, keepdims=True)
-    s = ops.rsqrt(ops.mean(ops.square(centered), axis=-1, keepdims=True) + epsilon)
+    centered = v - _mean(v)
+    s = ops.rsqrt(_mean(centered * centered) + epsilon)
     n = centered * s
-    if dtype in _HALF:
+    if half:
         n, s = ops.cast(n, dtype), ops.cast(s, dtype)
     return n, s
 
@@ -103,9 +111,7 @@ def backward(dy, stats, norm):
     `(n, s)` of the forward pass and its `Norm`."""
     n, s = stats
     dn = grouped(dy, n.shape[-2]) * norm.gamma
-    mean_dn = ops.mean(dn, axis=-1, keepdims=True)
-    mean_dn_n = ops.mean(dn * n, axis=-1, keepdims=True)
-    return flat(s * (dn - mean_dn - n * mean_dn_n))
+    return flat(s * (dn - _mean(dn) - n * _mean(dn * n)))
 
 
 def parameter_grads(dy, stats):
