@@ -334,24 +334,14 @@ def gate_values(
         or `None`.
     """
     units, reset_after = spec.units, spec.reset_after
-    stats = []
-
-    def normalized(v, i):
-        # The i-th recurrent normalization; its statistics are kept.
-        if recurrent_norm is None:
-            return v
-        if not keep_stats:
-            return layer_norm.apply(v, recurrent_norm[i])
-        v, st = layer_norm.normalize(v, recurrent_norm[i])
-        stats.append(st)
-        return v
-
+    stats = [] if keep_stats else None
     activation = direct(spec.activation)
     recurrent_activation = direct(spec.recurrent_activation)
     inner, h_c, kernel_h = _recurrent_product(
         h_in, recurrent_kernel, spec, recurrent_masks, h_tm1
     )
-    inner = normalized(inner, 0)
+    if recurrent_norm is not None:
+        inner = _normalized(inner, recurrent_norm[0], stats)
     rec_zr = inner[..., : 2 * units]
     rec_h = inner[..., 2 * units :] if reset_after else None
     if rec_h is not None and candidate_bias is not None:
@@ -367,8 +357,20 @@ def gate_values(
         hh = activation(x_h + r * rec_h)
     else:
         # The reset gate acts before the matmul.
-        hh = activation(x_h + normalized((r * h_c) @ kernel_h, 1))
-    return Gates(z, r, hh, rec_h, tuple(stats))
+        rec_hh = (r * h_c) @ kernel_h
+        if recurrent_norm is not None:
+            rec_hh = _normalized(rec_hh, recurrent_norm[1], stats)
+        hh = activation(x_h + rec_hh)
+    return Gates(z, r, hh, rec_h, tuple(stats or ()))
+
+
+def _normalized(v, norm, stats):
+    """`LN(v)`; its statistics are appended to `stats` unless `None`."""
+    if stats is None:
+        return layer_norm.apply(v, norm)
+    v, v_stats = layer_norm.normalize(v, norm)
+    stats.append(v_stats)
+    return v
 
 
 def _recurrent_product(h_in, recurrent_kernel, spec, recurrent_masks, h_tm1):
