@@ -54,9 +54,11 @@ def norm_of(gamma, beta, epsilon, groups):
 
 
 def _mean(v):
-    """The mean over the last axis, kept. (A sum: Keras 3.15's `ops.mean`
-    computes float64 in float32 on JAX and PyTorch.)"""
-    return ops.sum(v, axis=-1, keepdims=True) * (1.0 / v.shape[-1])
+    """The mean over the last axis, kept. (In float64 a sum: Keras 3.15's
+    `ops.mean` computes float64 in float32 on JAX and PyTorch.)"""
+    if keras.backend.standardize_dtype(v.dtype) == "float64":
+        return ops.sum(v, axis=-1, keepdims=True) * (1.0 / v.shape[-1])
+    return ops.mean(v, axis=-1, keepdims=True)
 
 
 def grouped(v, groups):
