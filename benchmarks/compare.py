@@ -162,10 +162,7 @@ def compare_config(benchmark, base_cls, new_cls, config, repeats):
     x, y = benchmark.make_data(config)
     results = {}
     for mode in ("predict", "train"):
-        if mode == "predict":
-            fns = [lambda m=m: m.predict_on_batch(x) for m in models]
-        else:
-            fns = [lambda m=m: m.train_on_batch(x, y) for m in models]
+        fns = benchmark.batch_calls(models, x, y, mode)
         # Half the pairs with base first, half with new first: the first
         # turn of a pair measured up to 2% slower on 2 cores.
         half = max(1, repeats // 2)

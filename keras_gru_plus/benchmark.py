@@ -366,10 +366,7 @@ def run_layer_norm_config(config, repeats=7):
     x, y = make_data(config)
     results = {}
     for mode in ("predict", "train"):
-        if mode == "predict":
-            fns = [lambda m=m: m.predict_on_batch(x) for m in models]
-        else:
-            fns = [lambda m=m: m.train_on_batch(x, y) for m in models]
+        fns = batch_calls(models, x, y, mode)
         t_ours, t_plain, t_cell = time_interleaved(fns, repeats=repeats)
         results[mode] = {
             "ours_ms": 1e3 * t_ours,
@@ -387,6 +384,15 @@ def is_layer_norm_row(modes):
     return any("keras_cell_ms" in e for e in modes.values())
 
 
+def batch_calls(models, x, y, mode):
+    """One callable per model: its compiled `predict_on_batch(x)` or
+    `train_on_batch(x, y)` (`mode` `"predict"` or `"train"`), the calls
+    every row times."""
+    if mode == "predict":
+        return [lambda m=m: m.predict_on_batch(x) for m in models]
+    return [lambda m=m: m.train_on_batch(x, y) for m in models]
+
+
 def run_config(name, config, repeats=7):
     """Timings of one configuration in both modes."""
     if config.get("anchor") == "layer_norm":
@@ -398,10 +404,7 @@ def run_config(name, config, repeats=7):
     x, y = make_data(config)
     results = {}
     for mode in ("predict", "train"):
-        if mode == "predict":
-            fns = [lambda m=m: m.predict_on_batch(x) for m in (ours, theirs)]
-        else:
-            fns = [lambda m=m: m.train_on_batch(x, y) for m in (ours, theirs)]
+        fns = batch_calls((ours, theirs), x, y, mode)
         anchor = _torch_anchor(config, mode)
         if anchor is not None:
             fns.append(anchor)

@@ -56,6 +56,19 @@ def pairwise_cases(params, seed=0, candidates=60):
     return [{n: params[n][v] for n, v in zip(names, row)} for row in rows]
 
 
+def assert_covers_pairs(grid, cases, shrink=100):
+    """Every pair of values of every two arguments of `grid` (name ->
+    values) appears in some case of `cases`, and the cases number fewer
+    than the full product divided by `shrink`."""
+    names = list(grid)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for va in grid[a]:
+                for vb in grid[b]:
+                    assert any(c[a] == va and c[b] == vb for c in cases), (a, va, b, vb)
+    assert len(cases) < np.prod([len(v) for v in grid.values()]) / shrink
+
+
 def twin_layers(input_shape, our_kwargs, keras_kwargs=None, seed=0):
     """`keras.layers.GRU` and `keras_gru_plus.GRU` sharing random weights.
 

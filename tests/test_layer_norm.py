@@ -20,6 +20,7 @@ from keras_gru_plus import interop
 from tests import reference
 from tests.helpers import BACKEND
 from tests.helpers import as_list
+from tests.helpers import assert_covers_pairs
 from tests.helpers import pairwise_cases
 from tests.helpers import to_numpy
 
@@ -285,13 +286,7 @@ def _expected_block(case):
 def test_grid_covers_every_pair():
     """The covering design really covers each pair of argument values, in
     far fewer cases than the product."""
-    names = list(GRID)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            for va in GRID[a]:
-                for vb in GRID[b]:
-                    assert any(c[a] == va and c[b] == vb for c in CASES), (a, va, b, vb)
-    assert len(CASES) < np.prod([len(v) for v in GRID.values()]) / 100
+    assert_covers_pairs(GRID, CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
