@@ -9,7 +9,11 @@ values the layer printed.
 """
 
 import contextlib
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -620,6 +624,67 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0)
     )
+
+
+# Written by a subprocess under another backend: a model with a
+# layer-normalized GRU (`reset_after` given), random weights, a `.keras` file.
+_SAVE_SCRIPT = """
+import sys
+import numpy as np
+import keras
+sys.path.insert(0, {root!r})
+import keras_gru_plus
+model = keras.Sequential([
+    keras.Input(({time}, {features})),
+    keras_gru_plus.GRU({units}, return_sequences=True, layer_norm=True,
+                       reset_after={reset_after}, layer_norm_epsilon=1e-3),
+])
+rng = np.random.default_rng(4)
+model.set_weights([
+    (1.0 + 0.3 * rng.normal(size=w.shape) if w.name.endswith("gamma")
+     else rng.normal(scale=0.5, size=w.shape)).astype("float32")
+    for w in model.weights
+])
+model.save({path!r})
+"""
+_BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("other", ["jax", "tensorflow", "torch"])
+def test_keras_file_saved_under_another_backend_loads_here(
+    tmp_path, other, reset_after
+):
+    """A `.keras` file written under another backend loads here, with its
+    arguments and its weights by name, and computes the reference's
+    numbers."""
+    if other == BACKEND:
+        pytest.skip(f"{other} is this process' own backend")
+    if importlib.util.find_spec(_BACKEND_MODULES[other]) is None:
+        pytest.skip(f"{other} is not installed in this environment")
+    path = str(tmp_path / "model.keras")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = _SAVE_SCRIPT.format(
+        root=root, time=T, features=F, units=U, reset_after=reset_after, path=path
+    )
+    env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    loaded = keras.saving.load_model(path)
+    gru = loaded.layers[0]
+    assert isinstance(gru, keras_gru_plus.GRU)
+    assert gru.cell.layer_norm and gru.cell.layer_norm_epsilon == 1e-3
+    assert gru.cell.reset_after == reset_after
+    weights = {v.name: to_numpy(v) for v in gru.weights}
+    assert set(NORM_NAMES) <= set(weights)
+    x = np.random.default_rng(5).normal(size=(B, T, F)).astype("float32")
+    want, _, _ = _reference(weights, x, epsilon=1e-3, reset_after=reset_after)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want, atol=1e-5)
 
 
 # The layer inside Keras.
