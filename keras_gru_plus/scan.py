@@ -212,8 +212,11 @@ def _whole_blocks(
     ) + tuple(ops.zeros_like(a) for a in total_like)
     last, outs = loop(outer, (init,) + zeros, blocks, reverse=reverse, **loop_options)
     n_ys = len(step_like)
+    # The length stays known when traced (a `-1` with an unknown batch size
+    # would leave it unknown on TensorFlow, for the loops after this one).
+    steps = blocks[0].shape[0] * block
     ys = tuple(
-        ops.reshape(y, (-1,) + tuple(ops.shape(y)[2:])) for y in outs[1 : 1 + n_ys]
+        ops.reshape(y, (steps,) + tuple(ops.shape(y)[2:])) for y in outs[1 : 1 + n_ys]
     )
     totals = tuple(ops.sum(t, axis=0) for t in outs[1 + n_ys :])
     return last[0], ys, totals

@@ -229,6 +229,26 @@ def test_blocked_training_step_matches_keras(resize):
     np.testing.assert_allclose(*predictions, atol=1e-5)
 
 
+def test_blocked_fit_with_a_partial_last_batch_matches_keras(resize):
+    """`fit` over 5 sequences in batches of 2: the last batch of 1 traces
+    the training step again with an unknown batch size, which must keep
+    the length of the blocked passes known (TensorFlow lost it once). The
+    weights after one epoch match `keras.layers.GRU`'s."""
+    resize(block_steps=3, short_block_steps=3)
+    ours, theirs, _ = twin_layers((None, 10, 3), dict(units=4))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 10, 3)).astype("float32")
+    y = rng.normal(size=(5, 4)).astype("float32")
+    weights = []
+    for layer in (ours, theirs):
+        model = keras.Sequential([keras.Input((10, 3)), layer])
+        model.compile(keras.optimizers.SGD(0.5), "mse")
+        model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_masked_non_finite_inputs_leave_gradients_unchanged(
