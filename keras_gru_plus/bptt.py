@@ -26,6 +26,11 @@ This stores no autodiff intermediates of every step, and it lets TensorFlow
 compile the training step with XLA: autodiff through its `while_loop`
 needs a bounded loop, which `keras.ops.scan` does not give.
 
+With layer normalization the same passes go through its gradients (the
+equations in `recurrence` and `layer_norm`): the input side's after the
+reverse loop, vectorized, and the recurrent side's in each reverse step
+and again, vectorized, for the weights' gradients.
+
 The slopes of the activations are taken from their outputs, so this path
 serves the activations listed in `_SLOPES`; the plan falls back to autodiff
 for any other.
@@ -102,8 +107,10 @@ class _Tensors(NamedTuple):
     0/1 floats `(time, batch, 1)` (with a gradient slot, like every input),
     `recurrent_mask` one `(batch, units)` dropout mask, `input_masks` a
     tuple of one or three `(batch, input_dim)` masks. The rest as in
-    `recurrence.GRUWeights` (the input norm's weights are `None` with the
-    projection made before, as the kernel is).
+    `recurrence.GRUWeights`. With the projection made before, the kernel
+    and input masks are `None`; the projection bias too without layer
+    normalization, with which `x` is `x W` and its normalization and bias
+    are made inside (see `_projected_before`).
     """
 
     x: Any
@@ -152,7 +159,8 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
 
     Returns:
         The states `(time, batch, units)`, differentiable with respect to
-        `x`, the initial state, the kernels and the biases.
+        `x`, the initial state, the kernels, the biases and the layer-norm
+        gains and shifts.
     """
     _check_weights(weights, spec)
     if plan is None:
@@ -515,6 +523,9 @@ def _back_step(through_recurrence, recurrent_mask, masked):
 
 
 def _flat_stats(gates):
+    """The statistics of `gates` as one flat tuple `(n_1, s_1, n_2, ...)`,
+    after the factors in a reverse step's inputs: `(n, s)` at `xs[3:5]`
+    (`reset_after=True`), or `(n_zr, s_zr, n_h, s_h)` at `xs[6:10]`."""
     return tuple(a for stats in gates.stats for a in stats)
 
 

@@ -56,11 +56,13 @@ class GRU(keras.Layer):
 
     and with `reset_after=False`,
     `hh_t = activation(LNx_h(x_t W_h) + b_h + LNh_h((r_t * h_{t-1}) R_h))`.
-    In training the input side is normalized for all steps at once,
-    before the loop (TensorFlow's inference normalizes each step's inputs
-    in its loop, where it projects them), and the backward pass is the same
-    hand-written one as without it. Keras has no such layer: `interop`'s
-    conversions refuse it.
+    In training the input side is normalized for all steps of a block of
+    steps at once (the whole sequence, or blocks of 25 or 100 steps as the
+    plain layer's projection), before its loop (TensorFlow's inference
+    normalizes each step's inputs in its loop, where it projects them), and
+    the backward pass is the same hand-written one as without it. Neither
+    Keras nor PyTorch has such a layer: `interop.to_torch_state_dict` and
+    `interop.from_keras2_config` refuse it.
 
     Weights live in `layer.cell` under the names Keras uses, so
     `set_weights`, `.weights.h5` files and configs move between this layer
@@ -135,7 +137,8 @@ class GRU(keras.Layer):
             per gate (see above). `False` keeps the weights and config of
             `keras.layers.GRU`. Default: `False`.
         layer_norm_epsilon: Float > 0 added to each normalization's
-            variance. Default: `1e-5`.
+            variance; under float16 keep it at 1e-9 or more (see
+            `GRUCell`). Default: `1e-5`.
         gamma_initializer: Initializer for the gains. Default: `"ones"`.
         beta_initializer: Initializer for the shifts. Default: `"zeros"`.
         gamma_regularizer: Regularizer for the gains. Default: `None`.

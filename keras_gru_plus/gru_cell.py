@@ -100,9 +100,15 @@ class GRUCell(keras.Layer):
         layer_norm: Boolean, whether the input and recurrent projections
             are layer-normalized per gate (see above). With `False` the
             weights and the config are those of `keras.layers.GRUCell`.
+            A gate of one unit normalizes to its shift `beta` alone (and
+            of two units to `beta +- gamma`): it wants several units.
             Default: `False`.
         layer_norm_epsilon: Float > 0 added to the variance of each
-            normalization. Default: `1e-5`.
+            normalization. Under float16 (mixed precision) keep it at
+            1e-9 or more: a gate whose values are all equal (a zero
+            initial state) has `1 / sqrt(epsilon)` as its inverse
+            deviation, which must fit float16 (at most 65504). Default:
+            `1e-5`.
         gamma_initializer: Initializer for the gains `input_norm_gamma`
             and `recurrent_norm_gamma`. Default: `"ones"`.
         beta_initializer: Initializer for the shifts `input_norm_beta` and

@@ -67,18 +67,19 @@ With layer normalization (`layer_norm=True`; `LN` per gate over its units,
 see `layer_norm`), the input projection and the recurrent projection are
 normalized separately, before the biases and before the reset gate:
 
-    x_z, x_r, x_h = LNx(x W) + b_in               (for all steps at once in training)
+    x_z, x_r, x_h = LNx(x W) + b_in         (in training, a block at once)
     z      = σ(x_z + LNh_z(h R_z) + rb_z)
     r      = σ(x_r + LNh_r(h R_r) + rb_r)
-    rec_h  = LNh_h(h R_h) + rb_h                    (reset_after=True)
-    hh     = φ(x_h + LNh_h((r * h) R_h))            (reset_after=False)
+    rec_h  = LNh_h(h R_h) + rb_h              (reset_after=True)
+    hh     = φ(x_h + r * rec_h)               (reset_after=True)
+    hh     = φ(x_h + LNh_h((r * h) R_h))      (reset_after=False)
 
 Backward, `LNback` the normalization's backward pass (`layer_norm`:
 `dv = s * (dn - mean(dn) - n * mean(dn * n))`, `dn = gamma * dy`): the
 deltas above are the gradients of the normalized values; before they meet
 a kernel they go back through the normalization:
 
-  reset_after=True:
+  reset_after=True (`LNback_h` through the three gates' LNh):
     delta_a = LNback_h(delta)           dL/dh   = g * z + (delta_a R^T) * m_h
     dR      = H^T delta_a               dgamma_h = sum delta * n_h
   reset_after=False:
@@ -334,6 +335,11 @@ def gate_values(
         or `None`.
     """
     units, reset_after = spec.units, spec.reset_after
+    if spec.layer_norm and recurrent_norm is None:
+        raise ValueError(
+            "gate_values: the spec has layer_norm=True but no `recurrent_norm` "
+            "was given; pass `recurrent_norms(weights, spec)`."
+        )
     stats = [] if keep_stats else None
     activation = direct(spec.activation)
     recurrent_activation = direct(spec.recurrent_activation)
