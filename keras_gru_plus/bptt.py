@@ -259,16 +259,12 @@ def _block_projection(x_b, t, spec):
     them, packed, and the statistics of their input normalization (or
     `None`). `x_b` holds the raw inputs, or without a kernel in `t` what
     `gru_states` projected before (see `_projected_before`)."""
-    projected = x_b
+    raw = x_b
     if t.kernel is not None:
-        projected = recurrence.raw_projection(x_b, t.kernel, spec.units, t.input_masks)
-    stats = None
-    if t.input_gamma is not None:
-        norm = recurrence.input_norm(t, spec)
-        projected, stats = layer_norm.normalize(projected, norm)
-    if t.projection_bias is not None:
-        projected = projected + t.projection_bias
-    return projected, stats
+        raw = recurrence.raw_projection(x_b, t.kernel, spec.units, t.input_masks)
+    return recurrence.finish_projection(
+        raw, t.projection_bias, recurrence.input_norm(t, spec)
+    )
 
 
 def _loop_arrays(x_b, t, spec, split):

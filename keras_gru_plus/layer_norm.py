@@ -103,11 +103,6 @@ def normalize(v, norm):
     return flat(n * norm.gamma + norm.beta), (n, s)
 
 
-def apply(v, norm):
-    """`LN(v)` alone, where no statistics are kept."""
-    return normalize(v, norm)[0]
-
-
 def backward(dy, stats, norm):
     """dL/dv from `dy` = dL/dLN(v) `(..., G * units)`, given the `stats`
     `(n, s)` of the forward pass and its `Norm`."""

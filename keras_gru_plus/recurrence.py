@@ -272,12 +272,22 @@ def project_inputs(inputs, kernel, projection_bias, units, input_masks=None, nor
             one per gate (z, r, h).
         norm: `None`, or the `layer_norm.Norm` of `input_norm`.
     """
-    projected = raw_projection(inputs, kernel, units, input_masks)
-    if norm is not None:
-        projected = layer_norm.apply(projected, norm)
-    if projection_bias is not None:
-        projected = projected + projection_bias
+    projected, _ = finish_projection(
+        raw_projection(inputs, kernel, units, input_masks), projection_bias, norm
+    )
     return projected
+
+
+def finish_projection(raw, projection_bias, norm=None):
+    """`(projection, stats)` from the raw projection `x W`: `x W + b`, or
+    `LNx(x W) + b` with a norm, and the normalization's statistics (`None`
+    without a norm)."""
+    stats = None
+    if norm is not None:
+        raw, stats = layer_norm.normalize(raw, norm)
+    if projection_bias is not None:
+        raw = raw + projection_bias
+    return raw, stats
 
 
 # keras.activations.tanh and .sigmoid wrap the ops of the same name (and
@@ -372,10 +382,9 @@ def gate_values(
 
 def _normalized(v, norm, stats):
     """`LN(v)`; its statistics are appended to `stats` unless `None`."""
-    if stats is None:
-        return layer_norm.apply(v, norm)
     v, v_stats = layer_norm.normalize(v, norm)
-    stats.append(v_stats)
+    if stats is not None:
+        stats.append(v_stats)
     return v
 
 
