@@ -1,10 +1,15 @@
 """Shared test helpers: covering designs, twin layers, backend gradients."""
 
+import importlib.util
 import itertools
+import os
 import random
+import subprocess
+import sys
 
 import keras
 import numpy as np
+import pytest
 
 import keras_gru_plus
 
@@ -17,6 +22,24 @@ def to_numpy(x):
 
 def as_list(outputs):
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def run_under_backend(backend, script):
+    """Runs the Python `script` in a subprocess under the Keras `backend`
+    (e.g. to write a file there); skips the test where `backend` is this
+    process' own or is not installed in this environment."""
+    if backend == BACKEND:
+        pytest.skip(f"{backend} is this process' own backend")
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed in this environment")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 def pairwise_cases(params, seed=0, candidates=60):

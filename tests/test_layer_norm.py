@@ -9,11 +9,8 @@ values the layer printed.
 """
 
 import contextlib
-import importlib.util
 import math
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -26,6 +23,7 @@ from tests.helpers import BACKEND
 from tests.helpers import as_list
 from tests.helpers import assert_covers_pairs
 from tests.helpers import pairwise_cases
+from tests.helpers import run_under_backend
 from tests.helpers import to_numpy
 
 B, T, F, U = 2, 5, 3, 3
@@ -647,7 +645,6 @@ model.set_weights([
 ])
 model.save({path!r})
 """
-_BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
@@ -658,23 +655,12 @@ def test_keras_file_saved_under_another_backend_loads_here(
     """A `.keras` file written under another backend loads here, with its
     arguments and its weights by name, and computes the reference's
     numbers."""
-    if other == BACKEND:
-        pytest.skip(f"{other} is this process' own backend")
-    if importlib.util.find_spec(_BACKEND_MODULES[other]) is None:
-        pytest.skip(f"{other} is not installed in this environment")
     path = str(tmp_path / "model.keras")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = _SAVE_SCRIPT.format(
         root=root, time=T, features=F, units=U, reset_after=reset_after, path=path
     )
-    env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    run_under_backend(other, script)
     loaded = keras.saving.load_model(path)
     gru = loaded.layers[0]
     assert isinstance(gru, keras_gru_plus.GRU)

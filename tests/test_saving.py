@@ -1,9 +1,6 @@
 """Saving and loading: `.keras`, `.weights.h5`, configs, across backends."""
 
-import importlib.util
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -11,7 +8,7 @@ import pytest
 
 import keras_gru_plus
 from tests.data.make_fixtures import build_model
-from tests.helpers import BACKEND
+from tests.helpers import run_under_backend
 from tests.helpers import to_numpy
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -215,28 +212,14 @@ def test_fixture_saved_under_each_backend_loads_here(saved_under):
     )
 
 
-_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
-
-
 @pytest.mark.parametrize("other", BACKENDS)
 def test_save_in_subprocess_under_other_backend(tmp_path, other):
-    if other == BACKEND:
-        pytest.skip(f"{other} is this process' own backend")
-    if importlib.util.find_spec(_MODULES[other]) is None:
-        pytest.skip(f"{other} is not installed in this environment")
     script = (
         f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(DATA))!r})\n"
         "from tests.data import make_fixtures as m\n"
         f"m.HERE = {str(tmp_path)!r}\nm.main()\n"
     )
-    env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    run_under_backend(other, script)
     _check_fixture(
         str(tmp_path / f"model_{other}.keras"), str(tmp_path / f"inputs_{other}.npz")
     )
