@@ -390,11 +390,12 @@ def _projection_grads(delta_x, x, t, spec, stats=None):
     if t.projection_bias is not None:
         grads["projection_bias"] = ops.sum(delta_x, axis=(0, 1))
     if stats is not None:
+        norm = recurrence.input_norm(t, spec)
         grads["input_gamma"], grads["input_beta"] = layer_norm.parameter_grads(
-            delta_x, stats
+            delta_x, stats, norm
         )
         # dL/d(x W), through the normalization.
-        delta_x = layer_norm.backward(delta_x, stats, recurrence.input_norm(t, spec))
+        delta_x = layer_norm.backward(delta_x, stats, norm)
     if t.kernel is None:
         return delta_x, grads
     masks = t.input_masks
@@ -527,12 +528,10 @@ def _flat_stats(gates):
 
 def _stats_like(h, norms):
     """Arrays shaped like one step's flat statistics (`_flat_stats`) of
-    `norms`, for a state `h` `(batch, units)`: `(batch, G, units)` and
-    `(batch, G, 1)` per normalization."""
+    `norms`, for a state `h` `(batch, units)` (`layer_norm.stats_like`)."""
     like = ()
     for norm in norms or ():
-        n = ops.zeros(ops.shape(h)[:-1] + tuple(norm.gamma.shape), h.dtype)
-        like += (n, n[..., :1])
+        like += layer_norm.stats_like(ops.shape(h)[:-1], norm, h.dtype)
     return like
 
 
@@ -584,7 +583,7 @@ def _weight_grads_reset_after(g, h_in, saved, t, spec, norms):
     if norms is not None:
         (stats,) = saved.pop(0)
         grads["recurrent_gamma"], grads["recurrent_beta"] = layer_norm.parameter_grads(
-            delta, stats
+            delta, stats, norms[0]
         )
         delta = layer_norm.backward(delta, stats, norms[0])
     grads["recurrent_kernel"] = _weight_grad(h_in, delta)
@@ -634,8 +633,8 @@ def _weight_grads_reset_before(g, h_in, saved, t, spec, norms):
     }
     if norms is not None:
         zr, hh = (
-            layer_norm.parameter_grads(delta_zr, stats_zr),
-            layer_norm.parameter_grads(delta_hh, stats_h),
+            layer_norm.parameter_grads(delta_zr, stats_zr, norm_zr),
+            layer_norm.parameter_grads(delta_hh, stats_h, norm_h),
         )
         grads["recurrent_gamma"] = ops.concatenate([zr[0], hh[0]], 0)
         grads["recurrent_beta"] = ops.concatenate([zr[1], hh[1]], 0)

@@ -20,37 +20,121 @@ The backward pass of one normalization, given `dy` = dL/dLN(v):
     dv     = s * (dn - mean(dn) - n * mean(dn * n))
     dgamma = sum dy * n        dbeta = sum dy       (over the leading axes)
 
-Here `n` is kept grouped `(..., G, units)` and `s` as `(..., G, 1)`, the
-shapes the means over a gate broadcast against.
+How the means over a gate are taken is the policy's choice
+(`policy.BackendPolicy.step_gate_means`), and with it the layout of `n` and `s`:
+by reduction, `n` grouped `(..., G, units)` and `s` `(..., G, 1)`, the
+shapes those means broadcast against; by matmul, both flat
+`(..., G * units)`.
 """
 
 from typing import Any
 from typing import NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
+
+from keras_gru_plus import policy
 
 # Dtypes whose statistics are computed in float32.
 _HALF = ("float16", "bfloat16")
+
+
+class _Reduced:
+    """Means over a gate by reduction: the values viewed per gate
+    `(..., G, units)`, the means and `s` `(..., G, 1)`."""
+
+    def __init__(self, groups, units, dtype):
+        self.groups = groups
+
+    def view(self, v):
+        return grouped(v, self.groups)
+
+    def flat(self, v):
+        return flat(v)
+
+    def mean(self, v):
+        return _mean(v)
+
+    def rsqrt(self, v):
+        return ops.rsqrt(v)
+
+    def deviation_like(self, n):
+        return n[..., :1]
+
+
+class _ByMatmul:
+    """Means over a gate by two thin matmuls, `(v A) E`: `A` `(G * units, G)`
+    averages each gate's columns, `E` `(G, G * units)` spreads each mean back
+    over its gate. The values stay flat `(..., G * units)` and so do the
+    means and `s`: no reshape, and every op is an operator, which eager
+    PyTorch dispatches without `keras.ops`' Python layer (see
+    `policy.BackendPolicy.step_gate_means`)."""
+
+    def __init__(self, groups, units, dtype):
+        eye = np.eye(groups)
+        self.to_gates = ops.convert_to_tensor(
+            np.kron(eye, np.full((units, 1), 1.0 / units)), dtype
+        )
+        self.to_units = ops.convert_to_tensor(np.kron(eye, np.ones((1, units))), dtype)
+
+    def view(self, v):
+        return v
+
+    def flat(self, v):
+        return v
+
+    def mean(self, v):
+        to_gates, to_units = self.to_gates, self.to_units
+        if to_gates.dtype != v.dtype:
+            # Mixed precision: statistics in float32, gradients in float16.
+            to_gates, to_units = (
+                ops.cast(to_gates, v.dtype),
+                ops.cast(to_units, v.dtype),
+            )
+        return (v @ to_gates) @ to_units
+
+    def rsqrt(self, v):
+        return v**-0.5
+
+    def deviation_like(self, n):
+        return n
+
+
+_MEANS = {"reduce": _Reduced, "matmul": _ByMatmul}
 
 
 class Norm(NamedTuple):
     """One normalization of `G` gates side by side.
 
     Attributes:
-        gamma: the gains `(G, units)`.
-        beta: the shifts `(G, units)`.
+        gamma: the gains, in the layout of `means`: `(G, units)` (means by
+            reduction) or `(G * units,)` (by matmul).
+        beta: the shifts, laid out as `gamma`.
         epsilon: added to the variance.
+        means: how the means over a gate are taken (see `norm_of`), and
+            the layout of the values they take.
     """
 
     gamma: Any
     beta: Any
     epsilon: float
+    means: Any
 
 
-def norm_of(gamma, beta, epsilon, groups):
-    """A `Norm` from stored `(groups * units,)` weights (or slices)."""
-    return Norm(grouped(gamma, groups), grouped(beta, groups), epsilon)
+def norm_of(gamma, beta, epsilon, groups, in_step=False):
+    """A `Norm` from stored `(groups * units,)` weights (or slices).
+
+    With `in_step` (a loop step's normalization, one step of values) its
+    means are the current policy's `step_gate_means`; otherwise (values of
+    many steps at once) by reduction.
+    """
+    kind = policy.current().step_gate_means if in_step else "reduce"
+    # As tensors: a step's operators on a `keras.Variable` would go through
+    # `keras.ops`.
+    gamma, beta = (ops.convert_to_tensor(w) for w in (gamma, beta))
+    means = _MEANS[kind](groups, gamma.shape[0] // groups, gamma.dtype)
+    return Norm(means.view(gamma), means.view(beta), epsilon, means)
 
 
 def _mean(v):
@@ -71,17 +155,18 @@ def flat(v):
     return ops.reshape(v, ops.shape(v)[:-2] + (v.shape[-2] * v.shape[-1],))
 
 
-def statistics(v, epsilon, groups):
-    """`(n, s)` of `v` `(..., groups * units)`: `n` the normalized values
-    `(..., groups, units)`, `s` the inverse deviation `(..., groups, 1)`,
-    both in `v`'s dtype."""
+def statistics(v, norm):
+    """`(n, s)` of `v` `(..., G * units)`: `n` the normalized values and
+    `s` the inverse deviation, laid out as `norm.means` takes them, both
+    in `v`'s dtype."""
     dtype = v.dtype
     half = keras.backend.standardize_dtype(dtype) in _HALF
-    v = grouped(v, groups)
+    means = norm.means
+    v = means.view(v)
     if half:
         v = ops.cast(v, "float32")
-    centered = v - _mean(v)
-    s = ops.rsqrt(_mean(centered * centered) + epsilon)
+    centered = v - means.mean(v)
+    s = means.rsqrt(means.mean(centered * centered) + norm.epsilon)
     n = centered * s
     if half:
         n, s = ops.cast(n, dtype), ops.cast(s, dtype)
@@ -99,22 +184,30 @@ def normalize(v, norm):
         `(y, (n, s))`: `y` = `LN(v)` `(..., G * units)`, and the
         statistics of `statistics`.
     """
-    n, s = statistics(v, norm.epsilon, norm.gamma.shape[0])
-    return flat(n * norm.gamma + norm.beta), (n, s)
+    n, s = statistics(v, norm)
+    return norm.means.flat(n * norm.gamma + norm.beta), (n, s)
 
 
 def backward(dy, stats, norm):
     """dL/dv from `dy` = dL/dLN(v) `(..., G * units)`, given the `stats`
     `(n, s)` of the forward pass and its `Norm`."""
     n, s = stats
-    dn = grouped(dy, n.shape[-2]) * norm.gamma
-    return flat(s * (dn - _mean(dn) - n * _mean(dn * n)))
+    means = norm.means
+    dn = means.view(dy) * norm.gamma
+    return means.flat(s * (dn - means.mean(dn) - n * means.mean(dn * n)))
 
 
-def parameter_grads(dy, stats):
+def parameter_grads(dy, stats, norm):
     """`(dgamma, dbeta)`, each `(groups * units,)`, summed over every
     leading axis of `dy` `(..., groups * units)`."""
     n, _ = stats
     leading = tuple(range(len(dy.shape) - 1))
-    d_gamma = ops.sum(flat(grouped(dy, n.shape[-2]) * n), axis=leading)
+    d_gamma = ops.sum(norm.means.flat(norm.means.view(dy) * n), axis=leading)
     return d_gamma, ops.sum(dy, axis=leading)
+
+
+def stats_like(leading_shape, norm, dtype):
+    """Zeros shaped like the statistics `(n, s)` of values
+    `leading_shape + (G * units,)`."""
+    n = ops.zeros(tuple(leading_shape) + tuple(norm.gamma.shape), dtype)
+    return n, norm.means.deviation_like(n)

@@ -64,6 +64,12 @@ class BackendPolicy:
         parallel_blocks: how many of those blocks may run at once.
         python_short_blocks: whether the training passes loop over the
             blocks of shorter sequences in Python (rather than a `scan`).
+        step_gate_means: how a loop step's layer normalization (the
+            recurrent side) takes the mean over each gate: `"reduce"`
+            (`ops.mean` over the values viewed per gate) or `"matmul"` (two
+            thin matmuls with constant averaging matrices, operators only:
+            see `layer_norm`). The input side, normalized many steps at
+            once, always reduces.
     """
 
     block_steps: int
@@ -79,6 +85,7 @@ class BackendPolicy:
     sequence_block_steps: int | None = None
     parallel_blocks: int = 1
     python_short_blocks: bool = False
+    step_gate_means: str = "reduce"
 
 
 # Every backend, long sequences: blocks of 100 steps from 200 steps on.
@@ -176,6 +183,14 @@ POLICIES = {
         # configurations (base 41.7 -> 38.6 ms), wide (512 units)
         # unchanged; state-only predict 5% faster.
         short_block_steps=25,
+        # A step's layer normalization by matmul: one normalization of
+        # `(32, 384)` 191 -> 67 us, its backward pass 101 -> 56 us; the
+        # `layer_norm` row, predict 41.2 -> 32.3 ms, train 147 -> 130 ms
+        # (plain 14.8 and 58.4 ms, same run). Over many steps at once
+        # (the input side, `(25, 32, 384)`) the thin matmul is slower than
+        # reducing: 3.3 ms against 0.33 ms. On JAX and TensorFlow, predict
+        # 11.2 -> 18.9 ms and 15.0 -> 18.9 ms: both reduce.
+        step_gate_means="matmul",
         # Keeping the gates: training 5-15% faster at 100 steps.
         keep_gates=True,
         # Eager: a plain loop does what Keras' torch `scan` does, without

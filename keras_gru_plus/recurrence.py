@@ -233,11 +233,11 @@ def recurrent_norms(weights, spec):
         spec.layer_norm_epsilon,
     )
     if spec.reset_after:
-        return (layer_norm.norm_of(gamma, beta, eps, 3),)
+        return (layer_norm.norm_of(gamma, beta, eps, 3, in_step=True),)
     cut = 2 * spec.units
     return (
-        layer_norm.norm_of(gamma[:cut], beta[:cut], eps, 2),
-        layer_norm.norm_of(gamma[cut:], beta[cut:], eps, 1),
+        layer_norm.norm_of(gamma[:cut], beta[:cut], eps, 2, in_step=True),
+        layer_norm.norm_of(gamma[cut:], beta[cut:], eps, 1, in_step=True),
     )
 
 
