@@ -10,10 +10,23 @@ import keras
 
 from keras_gru_plus.gru import GRU
 from keras_gru_plus.gru_cell import GRUCell
+from keras_gru_plus.one_step import OneStep
+from keras_gru_plus.step_gru import StepGRU
+from keras_gru_plus.step_model import initial_states
+from keras_gru_plus.step_model import step_model
 from keras_gru_plus.swap_batch_time import SwapBatchTime
 from keras_gru_plus.version import __version__
 
 GRU = keras.saving.register_keras_serializable(package="keras_gru_plus")(GRU)
 GRUCell = keras.saving.register_keras_serializable(package="keras_gru_plus")(GRUCell)
 
-__all__ = ["GRU", "GRUCell", "SwapBatchTime", "__version__"]
+__all__ = [
+    "GRU",
+    "GRUCell",
+    "OneStep",
+    "StepGRU",
+    "SwapBatchTime",
+    "__version__",
+    "initial_states",
+    "step_model",
+]
