@@ -14,6 +14,7 @@ from keras_gru_plus.one_step import OneStep
 from keras_gru_plus.step_gru import StepGRU
 from keras_gru_plus.step_model import initial_states
 from keras_gru_plus.step_model import step_model
+from keras_gru_plus.stream_states import StreamStates
 from keras_gru_plus.swap_batch_time import SwapBatchTime
 from keras_gru_plus.version import __version__
 
@@ -25,6 +26,7 @@ __all__ = [
     "GRUCell",
     "OneStep",
     "StepGRU",
+    "StreamStates",
     "SwapBatchTime",
     "__version__",
     "initial_states",

@@ -17,7 +17,7 @@ class StepGRU(keras.Layer):
 
         h_t = GRU step(x_t, h_{t-1})        (equations: `GRU`'s docstring)
 
-    A masked step (`mask[b]` False) leaves the state unchanged and outputs
+    A masked step (`inputs_mask[b]` False) leaves the state unchanged and outputs
     zeros (`zero_output_for_mask=True`) or the previous state (`False`),
     as the sequence layer does. `step_model` builds these for every `GRU` of
     a model; there is rarely a reason to build one directly.
@@ -31,7 +31,9 @@ class StepGRU(keras.Layer):
     Call arguments:
         inputs: the step's inputs `(batch, features)`.
         state: the previous state `(batch, units)`.
-        mask: optional booleans `(batch,)`: the steps that are not masked.
+        inputs_mask: optional booleans `(batch,)`: the rows whose step is
+            not masked. (Named after `inputs`, so that Keras passes the mask
+            attached to them.)
 
     Returns:
         `[output, new_state]`, each `(batch, units)`.
@@ -70,7 +72,7 @@ class StepGRU(keras.Layer):
         if not self.layer.cell.built:
             self.layer.cell.build((None, inputs_shape[-1]))
 
-    def call(self, inputs, state, mask=None):
+    def call(self, inputs, state, inputs_mask=None):
         cell = self.layer.cell
         input_dim = cell.kernel.shape[0]
         if len(inputs.shape) != 2 or inputs.shape[-1] not in (None, input_dim):
@@ -86,13 +88,13 @@ class StepGRU(keras.Layer):
             inputs = ops.cast(inputs, self.compute_dtype)
         state = ops.cast(state, self.compute_dtype)
         new_state, _ = cell.call(inputs, [state], training=False)
-        if mask is None:
+        if inputs_mask is None:
             return [new_state, new_state]
-        keep = ops.expand_dims(ops.cast(mask, "bool"), -1)
+        keep = ops.expand_dims(ops.cast(inputs_mask, "bool"), -1)
         held = ops.zeros_like(state) if self.layer.zero_output_for_mask else state
         return [ops.where(keep, new_state, held), ops.where(keep, new_state, state)]
 
-    def compute_mask(self, inputs, state=None, mask=None):
+    def compute_mask(self, inputs, mask=None):
         # The output of a sequence-returning GRU is masked where its inputs
         # are (the next GRU skips those steps too); the state never is.
         return [mask if self.layer.return_sequences else None, None]

@@ -224,7 +224,7 @@ def initial_states(model, batch_size=1):
     Returns:
         A list of arrays of zeros, in each state input's dtype.
     """
-    steps = [layer for layer in model.layers if isinstance(layer, StepGRU)]
+    steps = _state_inputs(model)
     if not steps:
         raise ValueError(
             f"initial_states: model {model.name!r} has no StepGRU; expected "
@@ -239,6 +239,21 @@ def initial_states(model, batch_size=1):
         np.zeros((batch_size, s.units), keras.backend.standardize_dtype(s.state_dtype))
         for s in steps
     ]
+
+
+def _state_inputs(model):
+    """The `StepGRU` that takes each state input of `model`, in the order
+    of its inputs (a GRU called twice has two states, one layer)."""
+    consumer = {}
+    operations = {op.name: op for op in getattr(model, "operations", [])}
+    for entry in model.get_config().get("layers", []):
+        # (A Sequential's config names its layers inside their config.)
+        layer = operations.get(entry.get("name") or entry["config"].get("name"))
+        if isinstance(layer, StepGRU):
+            for node in entry.get("inbound_nodes", []):
+                state = node["args"][1]["config"]["keras_history"][0]
+                consumer[state] = layer
+    return [consumer[t.name] for t in model.inputs if t.name in consumer]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +274,7 @@ class _Walk:
         self.tensors = {}  # _Ref -> step tensor
         self.whole = set()  # keys of tensors without a time axis
         self.states, self.new_states = [], []
+        self.wrappers = {}  # layer name -> its StepGRU or OneStep
 
     def run(self, model):
         config = model.get_config()
@@ -322,14 +338,27 @@ class _Walk:
             raise ValueError(
                 f"Layer {layer.name!r} (GRU) takes a tensor without a time axis."
             )
-        step = StepGRU(layer, name=f"{layer.name}_step")
+        step = self._wrapper(layer, StepGRU, f"{layer.name}_step")
+        # A GRU called more than once (shared) has a state per call.
+        calls = sum(s.name.startswith(f"{layer.name}_state") for s in self.states)
+        suffix = f"_{calls}" if calls else ""
         state = keras.Input(
-            (layer.cell.units,), dtype=step.state_dtype, name=f"{layer.name}_state"
+            (layer.cell.units,),
+            dtype=step.state_dtype,
+            name=f"{layer.name}_state{suffix}",
         )
-        output, new_state = step(args[0], state, mask=kwargs.get("mask"))
+        mask = kwargs.get("mask")
+        if mask is None:
+            output, new_state = step(args[0], state)
+        else:
+            output, new_state = step(args[0], state, inputs_mask=mask)
         self.states.append(state)
         self.new_states.append(
-            keras.layers.Identity(name=f"{layer.name}_next_state")(new_state)
+            # In the step's dtype: a float32 Identity would round a float64
+            # state.
+            keras.layers.Identity(
+                name=f"{layer.name}_next_state{suffix}", dtype=step.dtype_policy.name
+            )(new_state)
         )
         if layer.return_state:
             return (output, new_state), [not layer.return_sequences, True]
@@ -344,7 +373,23 @@ class _Walk:
                 "more than one input argument; step_model steps layers called "
                 "on one tensor or one list of tensors."
             )
-        return OneStep(layer, name=layer.name)(args[0], mask=kwargs.get("mask"))
+        one_step = self._wrapper(layer, OneStep, layer.name)
+        return one_step(args[0], **_mask_of(kwargs))
+
+    def _wrapper(self, layer, kind, name):
+        """One wrapper per layer, called once per call of the layer (a
+        shared layer stays one layer with the same weights)."""
+        if layer.name not in self.wrappers:
+            self.wrappers[layer.name] = kind(layer, name=name)
+        return self.wrappers[layer.name]
+
+
+def _mask_of(kwargs):
+    """The `mask` argument of a call, where the graph passes one (Keras
+    3.15 records masks as graph tensors); absent otherwise, so that Keras
+    passes the mask it attached to the inputs."""
+    mask = kwargs.get("mask")
+    return {} if mask is None else {"mask": mask}
 
 
 def _op_step(op, args, kwargs):

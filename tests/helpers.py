@@ -1,5 +1,6 @@
 """Shared test helpers: covering designs, twin layers, backend gradients."""
 
+import contextlib
 import importlib.util
 import itertools
 import os
@@ -22,6 +23,16 @@ def to_numpy(x):
 
 def as_list(outputs):
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def float64():
+    """A context in which the backend computes in float64 (JAX turns its
+    64-bit types on for the block only)."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 def run_under_backend(backend, script):

@@ -8,7 +8,6 @@ layer's own float64 forward pass, for its finite differences), never from
 values the layer printed.
 """
 
-import contextlib
 import math
 import os
 
@@ -22,6 +21,7 @@ from tests import reference
 from tests.helpers import BACKEND
 from tests.helpers import as_list
 from tests.helpers import assert_covers_pairs
+from tests.helpers import float64
 from tests.helpers import pairwise_cases
 from tests.helpers import run_under_backend
 from tests.helpers import to_numpy
@@ -93,16 +93,6 @@ def _reference(weights, x, epsilon=1e-5, **kwargs):
         layer_norm=_norms(weights, epsilon),
         **kwargs,
     )
-
-
-def _float64():
-    """A context in which the backend computes in float64 (JAX turns its
-    64-bit types on for the block only)."""
-    if BACKEND == "jax":
-        import jax
-
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
 
 
 def _loss(outputs, probe_values):
@@ -436,7 +426,7 @@ def test_gradients_in_float64_match_central_differences(resize, plans):
     resize(block_steps=2)
     reset_after = False
     rng = np.random.default_rng(5)
-    with _float64():
+    with float64():
         layer = keras_gru_plus.GRU(
             2,
             layer_norm=True,
