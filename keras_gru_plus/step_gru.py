@@ -81,7 +81,9 @@ class StepGRU(keras.Layer):
                 f"{input_dim}), one time step, got shape {tuple(inputs.shape)}."
             )
         state = ops.convert_to_tensor(
-            validation.check_initial_state(state, inputs.shape[0], self.units)
+            validation.check_initial_state(
+                state, inputs.shape[0], self.units, name="state"
+            )
         )
         inputs = ops.convert_to_tensor(inputs)
         if not keras.backend.is_float_dtype(inputs.dtype):

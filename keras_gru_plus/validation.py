@@ -138,7 +138,9 @@ def _shape(value):
     shape = getattr(value, "shape", None)
     if shape is None:
         shape = np.shape(value)
-    return tuple(None if d is None else int(d) for d in shape)
+    # A dimension not known as an integer (None, or a symbolic one such as
+    # JAX's export's `batch`) is unknown here.
+    return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in shape)
 
 
 def check_sequence(shape, time_major, input_dim=None, name="inputs"):
@@ -181,12 +183,12 @@ def check_mask(mask, batch, time, time_major):
         )
 
 
-def check_initial_state(initial_state, batch, units):
+def check_initial_state(initial_state, batch, units, name="initial_state"):
     """One state tensor of shape (batch, units), bare or in a list of one."""
     if isinstance(initial_state, (list, tuple)):
         if len(initial_state) != 1:
             raise ValueError(
-                "Received an invalid value for argument `initial_state`, "
+                f"Received an invalid value for argument `{name}`, "
                 "expected one state tensor (a GRU has a single state), got "
                 f"a {type(initial_state).__name__} of {len(initial_state)}."
             )
@@ -195,7 +197,7 @@ def check_initial_state(initial_state, batch, units):
     expected = (batch, units)
     if not _compatible(shape, expected):
         raise ValueError(
-            "Received an invalid value for argument `initial_state`, expected "
+            f"Received an invalid value for argument `{name}`, expected "
             f"shape (batch, units) = {expected}, got shape {shape}."
         )
     return initial_state

@@ -369,7 +369,7 @@ def test_step_gru_checks_its_inputs():
     step = keras_gru_plus.StepGRU(gru)
     with pytest.raises(ValueError, match=r"inputs.*\(batch, 5\).*\(2, 3, 5\)"):
         step(np.zeros((2, 3, FEATURES), "float32"), np.zeros((2, 4), "float32"))
-    with pytest.raises(ValueError, match="initial_state"):
+    with pytest.raises(ValueError, match=r"`state`.*\(2, 4\).*\(2, 3\)"):
         step(np.zeros((2, FEATURES), "float32"), np.zeros((2, 3), "float32"))
     with pytest.raises(TypeError, match="keras_gru_plus.GRU"):
         keras_gru_plus.StepGRU(keras.layers.Dense(3))
