@@ -11,6 +11,7 @@ import keras
 from keras_gru_plus.gru import GRU
 from keras_gru_plus.gru_cell import GRUCell
 from keras_gru_plus.one_step import OneStep
+from keras_gru_plus.step_function import step_function
 from keras_gru_plus.step_gru import StepGRU
 from keras_gru_plus.step_model import initial_states
 from keras_gru_plus.step_model import step_model
@@ -30,5 +31,6 @@ __all__ = [
     "SwapBatchTime",
     "__version__",
     "initial_states",
+    "step_function",
     "step_model",
 ]

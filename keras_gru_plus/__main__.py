@@ -50,6 +50,11 @@ def main(argv=None):
     bench.add_argument(
         "--no-memory", action="store_true", help="skip the training-memory measurement"
     )
+    bench.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="skip the per-step latency of a streamed model",
+    )
     args = parser.parse_args(argv)
     command = args.command or "demo"
     if command == "demo":
@@ -69,6 +74,7 @@ def main(argv=None):
             configs=args.configs,
             repeats=args.repeats,
             memory=not args.no_memory,
+            streaming=not args.no_streaming,
         )
         return 0
     parser.error(f"unknown command {command!r}")

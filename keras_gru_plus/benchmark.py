@@ -578,6 +578,10 @@ def format_table(report):
         ]
     if layer_norm:
         lines += ["", format_layer_norm_table(layer_norm)]
+    if report.get("streaming"):
+        from keras_gru_plus import latency
+
+        lines += ["", latency.format_table(report["streaming"])]
     memory = report.get("memory")
     if memory:
         kind = memory["ours"].get("kind", "RSS")
@@ -660,9 +664,15 @@ def plot(reports, path):
 
 
 def run(
-    out_dir="benchmarks/results", configs=None, repeats=7, memory=True, progress=print
+    out_dir="benchmarks/results",
+    configs=None,
+    repeats=7,
+    memory=True,
+    streaming=True,
+    progress=print,
 ):
-    """Runs the benchmark on the current backend; writes JSON (and a PNG)."""
+    """Runs the benchmark on the current backend; writes JSON (and a PNG).
+    With `streaming`, the per-step latency rows too (`latency`)."""
     os.makedirs(out_dir, exist_ok=True)
     names = configs or list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
@@ -685,6 +695,11 @@ def run(
                 f"    {mode:<8} ours {e['ours_ms']:8.1f} ms  keras "
                 f"{e['keras_ms']:8.1f} ms  ratio {e['ratio']:.2f}"
             )
+    if streaming:
+        from keras_gru_plus import latency
+
+        progress("streaming: one step per call ...")
+        report["streaming"] = latency.measure(progress=progress)
     if memory:
         progress("memory of a training step at 1,000 steps ...")
         report["memory"] = measure_memory()

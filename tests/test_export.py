@@ -262,10 +262,10 @@ def test_step_model_onnx_export(tmp_path, layer_norm, masking):
     step.export(path, format="onnx", verbose=False)
     session = onnxruntime.InferenceSession(path)
     names = [i.name for i in session.get_inputs()]
-    # Every exporter keeps the step model's input names; none keeps its output names, the
-    # "<gru name>_next_state" layers' (tf2onnx: "Identity:0", ...; torch:
-    # "228", "inputs.3", ...; jax2onnx: "squeeze_out_2", "add_out_5",
-    # ...), so the outputs are taken in order.
+    # Every exporter keeps the step model's input names. None keeps its
+    # output names, the "<gru name>_next_state" layers' (tf2onnx:
+    # "Identity:0", ...; torch: "228", "inputs.3", ...; jax2onnx:
+    # "squeeze_out_2", "add_out_5", ...), so the outputs are taken in order.
     assert names == [t.name for t in step.inputs]
     assert len(session.get_outputs()) == len(step.outputs)
 

@@ -444,3 +444,37 @@ def test_the_step_model_saves_and_loads(tmp_path):
         step.predict_on_batch([frames, *states]),
     ):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_step_function_runs_the_step_compiled():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.Masking(),
+            keras_gru_plus.GRU(6, return_sequences=True, layer_norm=True),
+            keras_gru_plus.GRU(4, reset_after=False),
+            keras.layers.Dense(2),
+        ]
+    )
+    step = keras_gru_plus.step_model(model)
+    run = keras_gru_plus.step_function(step)
+    x = _data({"inputs": "masking"})
+
+    def streamed():
+        states = keras_gru_plus.initial_states(step, BATCH)
+        for t in range(T):
+            y, *states = run([x[:, t], *states])
+        return keras.ops.convert_to_numpy(y)
+
+    np.testing.assert_allclose(streamed(), model.predict_on_batch(x), **TOLERANCE)
+    # New weights are seen without compiling again.
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    np.testing.assert_allclose(streamed(), model.predict_on_batch(x), **TOLERANCE)
+    # Another batch size.
+    states = keras_gru_plus.initial_states(step, 2)
+    y, *_ = run([x[:2, 0], *states])
+    want, *_ = step.predict_on_batch([x[:2, 0], *states])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(y), want, **TOLERANCE)
+    with pytest.raises(TypeError, match="keras.Model"):
+        keras_gru_plus.step_function(keras_gru_plus.GRU(3))

@@ -11,6 +11,7 @@ import pytest
 
 from keras_gru_plus import benchmark
 from keras_gru_plus import demo
+from keras_gru_plus import latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,6 +43,7 @@ def test_benchmark_writes_table_json_and_plot(tmp_path, monkeypatch):
         configs=["base", "masked", "bidirectional", "layer_norm"],
         repeats=1,
         memory=False,
+        streaming=False,
         progress=lambda m: None,
     )
     backend = keras.backend.backend()
@@ -195,6 +197,48 @@ def test_layer_norm_row_has_a_table_of_its_own():
     # The row alone (`--configs layer_norm`): no empty main table.
     alone = benchmark.format_table(_report("jax", layer_norm=True, base=False))
     assert "| configuration |" not in alone and benchmark.LAYER_NORM_TITLE in alone
+
+
+def test_streaming_rows_time_every_call():
+    rows = latency.measure(repeats=1, progress=lambda m: None)
+    assert list(rows) == ["batch 1", "batch 32"]
+    for row in rows.values():
+        for name in ("ours_us", "ours_predict_on_batch_us", "keras_stateful_us"):
+            assert row[name] > 0
+        assert row["ratio"] == pytest.approx(row["ours_us"] / row["keras_stateful_us"])
+        if keras.backend.backend() == "torch":
+            assert row["ratio_torch"] == pytest.approx(
+                row["ours_us"] / row["torch_gru_cell_us"]
+            )
+        else:
+            assert "torch_gru_cell_us" not in row
+
+
+def test_streaming_rows_have_a_table_of_their_own():
+    rows = {
+        "batch 1": dict(
+            ours_us=30.0,
+            ours_predict_on_batch_us=130.0,
+            keras_stateful_us=100.0,
+            ratio=0.3,
+        ),
+        "batch 32": dict(
+            ours_us=60.0,
+            ours_predict_on_batch_us=230.0,
+            keras_stateful_us=200.0,
+            ratio=0.3,
+            torch_gru_cell_us=20.0,
+            ratio_torch=3.0,
+        ),
+    }
+    report = dict(_report("jax"), streaming=rows)
+    main, streaming = benchmark.format_table(report).split(latency.TITLE)
+    assert "| base | predict |" in main
+    assert streaming.splitlines()[4:] == [
+        "| 1 | 30 | 130 | 100 | 0.30 | - | - |",
+        "| 32 | 60 | 230 | 200 | 0.30 | 20 | 3.00 |",
+    ]
+    assert latency.TITLE not in benchmark.format_table(_report("jax"))
 
 
 def test_plot_takes_the_layer_norm_row_alone_or_beside_older_reports(tmp_path):
