@@ -259,6 +259,25 @@ def time_interleaved(fns, warmup=2, repeats=7, rounds=3):
     return [float(np.median(s)) for s in samples]
 
 
+def torch_cell_anchor(x, units):
+    """One step of `torch.nn.GRUCell` on `x` `(batch, features)`, the state
+    carried, under `torch.no_grad()` (the streaming rows' anchor), or None
+    off PyTorch."""
+    if keras.backend.backend() != "torch":
+        return None
+    torch = importlib.import_module("torch")
+    device = _torch_device()
+    cell = torch.nn.GRUCell(x.shape[-1], units).to(device)
+    inputs = torch.as_tensor(x, device=device)
+    state = {"h": torch.zeros(x.shape[0], units, device=device)}
+
+    def call():
+        with torch.no_grad():
+            state["h"] = cell(inputs, state["h"])
+
+    return call
+
+
 def _torch_anchor(config, mode):
     """A call of torch.nn.GRU with the same shapes (timed beside ours and
     keras'), or None where it has no equivalent."""

@@ -72,23 +72,12 @@ def _calls(batch):
         "ours_predict_on_batch_us": ours_predict_on_batch,
         "keras_stateful_us": lambda: stateful.predict_on_batch(one_step),
     }
-    if keras.backend.backend() == "torch":
-        calls["torch_gru_cell_us"] = _torch_cell(x)
+    from keras_gru_plus.benchmark import torch_cell_anchor
+
+    anchor = torch_cell_anchor(x, UNITS)
+    if anchor is not None:
+        calls["torch_gru_cell_us"] = anchor
     return calls
-
-
-def _torch_cell(x):
-    import torch
-
-    cell = torch.nn.GRUCell(FEATURES, UNITS)
-    inputs = torch.as_tensor(x)
-    state = {"h": torch.zeros(x.shape[0], UNITS)}
-
-    def call():
-        with torch.no_grad():
-            state["h"] = cell(inputs, state["h"])
-
-    return call
 
 
 def measure(repeats=9, progress=print):

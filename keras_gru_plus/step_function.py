@@ -4,8 +4,8 @@ step per call at the lowest latency.
 `step.predict_on_batch([x_t, *states])` works on every backend, but each
 call pays Keras' predict machinery (about 0.2-0.8 ms on a CPU, more than
 the step itself); `step_function` compiles the step once per input shape
-and calls it directly. Each backend has its compiler, chosen here and
-nowhere else:
+and calls it directly. Each backend has its compiler, named by its policy
+(`policy.BackendPolicy.step_compiler`):
 
 - JAX: `jax.jit` of the model's `stateless_call`, the variables' current
   values passed at every call (so later weight changes are seen);
@@ -19,6 +19,8 @@ import warnings
 
 import keras
 import numpy as np
+
+from keras_gru_plus import policy
 
 
 def step_function(model):
@@ -53,7 +55,7 @@ def step_function(model):
             "step_function: expected a keras.Model for `model`, got "
             f"{type(model).__name__}."
         )
-    return _COMPILERS[keras.backend.backend()](model)
+    return _COMPILERS[policy.current().step_compiler](model)
 
 
 def _variables(model):
@@ -129,4 +131,4 @@ def _torch(model):
     return call
 
 
-_COMPILERS = {"jax": _jax, "tensorflow": _tensorflow, "torch": _torch}
+_COMPILERS = {"jax_jit": _jax, "tf_xla": _tensorflow, "torch_trace": _torch}
