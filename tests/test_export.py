@@ -25,6 +25,26 @@ def _installed(*names):
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
+# The ONNX converter of each backend.
+CONVERTER = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}
+
+
+def saved_model_test(test):
+    """Skips `test` where Keras cannot export a SavedModel (PyTorch), or
+    where TensorFlow is not installed (the reason nearest the test is the
+    one pytest gives)."""
+    test = pytest.mark.skipif(
+        BACKEND not in ("tensorflow", "jax"),
+        reason=f"Keras exports a SavedModel from TensorFlow and JAX only, not "
+        f"from {BACKEND}",
+    )(test)
+    return pytest.mark.skipif(
+        not _installed("tensorflow"),
+        reason="the SavedModel export needs tensorflow, not installed in this "
+        "environment",
+    )(test)
+
+
 def _use_blocks(blocks, resize):
     """Both layers' inference loops in blocks of 3 steps (of 7), the loops
     that long sequences take (but on TensorFlow, whose inference loops
@@ -50,15 +70,7 @@ def _model(unroll=False):
     return model, x_in
 
 
-@pytest.mark.skipif(
-    BACKEND not in ("tensorflow", "jax"),
-    reason=f"Keras exports a SavedModel from TensorFlow and "
-    f"JAX only, not from {BACKEND}",
-)
-@pytest.mark.skipif(
-    not _installed("tensorflow"),
-    reason="the SavedModel export needs tensorflow, not installed in this environment",
-)
+@saved_model_test
 @pytest.mark.parametrize("blocks", [False, True])
 def test_tf_saved_model_export(tmp_path, blocks, resize):
     import tensorflow as tf
@@ -80,9 +92,7 @@ def test_tf_saved_model_export(tmp_path, blocks, resize):
 @pytest.mark.parametrize("unroll", [False, True])
 @pytest.mark.parametrize("blocks", [False, True])
 def test_onnx_export(tmp_path, unroll, blocks, resize):
-    converter = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}[
-        BACKEND
-    ]
+    converter = CONVERTER[BACKEND]
     if not _installed(converter):
         pytest.skip(
             f"ONNX export on {BACKEND} needs {converter}, not "
@@ -209,15 +219,7 @@ STEP_CASES = pytest.mark.parametrize(
 )
 
 
-@pytest.mark.skipif(
-    BACKEND not in ("tensorflow", "jax"),
-    reason=f"Keras exports a SavedModel from TensorFlow and "
-    f"JAX only, not from {BACKEND}",
-)
-@pytest.mark.skipif(
-    not _installed("tensorflow"),
-    reason="the SavedModel export needs tensorflow, not installed in this environment",
-)
+@saved_model_test
 @STEP_CASES
 def test_step_model_tf_saved_model_export(tmp_path, layer_norm, masking):
     import tensorflow as tf
@@ -247,9 +249,7 @@ def test_step_model_tf_saved_model_export(tmp_path, layer_norm, masking):
 )
 @STEP_CASES
 def test_step_model_onnx_export(tmp_path, layer_norm, masking):
-    converter = {"tensorflow": "tf2onnx", "jax": "jax2onnx", "torch": "onnxscript"}[
-        BACKEND
-    ]
+    converter = CONVERTER[BACKEND]
     if not _installed(converter):
         pytest.skip(
             f"ONNX export on {BACKEND} needs {converter}, not "
@@ -292,11 +292,7 @@ def test_step_model_export_takes_any_batch(tmp_path, format):
                 "this environment"
             )
     else:
-        converter = {
-            "tensorflow": "tf2onnx",
-            "jax": "jax2onnx",
-            "torch": "onnxscript",
-        }[BACKEND]
+        converter = CONVERTER[BACKEND]
         if not _installed("onnx", "onnxruntime", converter):
             pytest.skip(
                 f"ONNX export on {BACKEND} needs onnx, onnxruntime and "
