@@ -1,5 +1,7 @@
 """`GRU`: the gated recurrent unit layer, a drop-in for `keras.layers.GRU`."""
 
+import warnings
+
 import keras
 from keras import activations
 from keras import constraints
@@ -264,7 +266,13 @@ class GRU(keras.Layer):
             trainable=kwargs.get("trainable", True),
             name="gru_cell",
         )
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        for warning in caught:
+            # Keras' warnings about the arguments (`input_shape`), shown at
+            # the line that built the layer rather than here.
+            warnings.warn(warning.message, warning.category, stacklevel=2)
         self.return_sequences = flags["return_sequences"]
         self.return_state = flags["return_state"]
         self.go_backwards = flags["go_backwards"]
@@ -534,7 +542,7 @@ class GRU(keras.Layer):
                 "inputs (or `build` it) first."
             )
         value = validation.check_initial_state(
-            states, self._expected_batch_size, self.cell.units
+            states, self._expected_batch_size, self.cell.units, name="states"
         )
         self.states[0].assign(ops.cast(value, self.states[0].dtype))
 

@@ -131,7 +131,7 @@ BAD_CALLS = [
     (
         "reset_states shape",
         lambda: _built(stateful=True).reset_states(np.zeros((2, 9))),
-        ["`initial_state`", "(2, 9)"],
+        ["`states`", "(2, 9)"],
     ),
     (
         "string inputs",
@@ -181,3 +181,13 @@ def test_nan_inputs_give_nan_outputs_and_masked_nan_steps_are_skipped():
     masked = keras.ops.convert_to_numpy(layer(x_nan, mask=mask))
     assert not np.isnan(masked).any()
     np.testing.assert_allclose(masked[0, :4], clean[0, :4], atol=1e-6)
+
+
+def test_the_input_shape_warning_points_at_the_callers_line():
+    """Keras warns about `input_shape`; the warning names the line that
+    built the layer (this file), not the library's."""
+    with pytest.warns(UserWarning, match="input_shape") as caught:
+        keras_gru_plus.GRU(3, input_shape=(5, 2))
+    assert [w.filename for w in caught if "input_shape" in str(w.message)] == [
+        __file__
+    ]
