@@ -103,11 +103,12 @@ class GRU(keras.Layer):
         recurrent_constraint: Constraint for `recurrent_kernel`. Default:
             `None`.
         bias_constraint: Constraint for `bias`. Default: `None`.
-        dropout: Float in [0, 1), fraction of the input units to drop, with
-            one mask per sequence. Default: `0.0`.
-        recurrent_dropout: Float in [0, 1), fraction of the state units to
-            drop in the recurrent matmul, one mask per sequence. Default:
-            `0.0`.
+        dropout: Float in [0, 1], fraction of the input units to drop, with
+            one mask per sequence. `1.0` is accepted (the built-in saves it)
+            and, as in `keras.layers.GRUCell`, drops nothing. Default: `0.0`.
+        recurrent_dropout: Float in [0, 1], fraction of the state units to
+            drop in the recurrent matmul, one mask per sequence; `1.0` drops
+            nothing. Default: `0.0`.
         seed: Integer or `None`, seed of the dropout masks. Default: `None`.
         return_sequences: Whether to return the output of every step, or
             only the last. Default: `False`.
@@ -600,10 +601,10 @@ class GRU(keras.Layer):
         count = cell.dropout_mask_count
         try:
             input_masks = recurrent_masks = None
-            if training and cell.dropout > 0:
+            if training and cell.applied_dropout > 0:
                 masks = cell.get_dropout_mask_for_cell(step_input, True, count)
                 input_masks = tuple(masks) if count > 1 else (masks,)
-            if training and cell.recurrent_dropout > 0:
+            if training and cell.applied_recurrent_dropout > 0:
                 masks = cell.get_recurrent_dropout_mask_for_cell(h0, True, count)
                 recurrent_masks = tuple(masks) if count > 1 else (masks,)
         finally:

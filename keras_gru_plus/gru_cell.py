@@ -85,10 +85,12 @@ class GRUCell(keras.Layer):
         recurrent_constraint: Constraint for `recurrent_kernel`. Default:
             `None`.
         bias_constraint: Constraint for `bias`. Default: `None`.
-        dropout: Float in [0, 1), fraction of the input units to drop.
-            Default: `0.0`.
-        recurrent_dropout: Float in [0, 1), fraction of the state units to
-            drop in the recurrent matmul. Default: `0.0`.
+        dropout: Float in [0, 1], fraction of the input units to drop.
+            `1.0` is accepted and, as in `keras.layers.GRUCell`, drops
+            nothing. Default: `0.0`.
+        recurrent_dropout: Float in [0, 1], fraction of the state units to
+            drop in the recurrent matmul; `1.0` drops nothing. Default:
+            `0.0`.
         reset_after: Whether the reset gate is applied after the recurrent
             matmul (`True`, cuDNN compatible) or before it (`False`).
             Default: `True`.
@@ -217,6 +219,16 @@ class GRUCell(keras.Layer):
         # Masks per sequence, cached until reset; keyed by (count, training).
         self._dropout_masks = {}
         self._recurrent_dropout_masks = {}
+
+    @property
+    def applied_dropout(self):
+        """The input dropout rate applied in training (1.0 applies none)."""
+        return validation.applied_rate(self.dropout)
+
+    @property
+    def applied_recurrent_dropout(self):
+        """The recurrent dropout rate applied in training (1.0 applies none)."""
+        return validation.applied_rate(self.recurrent_dropout)
 
     @property
     def dropout_mask_count(self):
@@ -398,7 +410,8 @@ class GRUCell(keras.Layer):
         loop.
         """
         state = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
-        if self.built and (self.dropout > 0 or self.recurrent_dropout > 0):
+        dropout = self.applied_dropout or self.applied_recurrent_dropout
+        if self.built and dropout:
             self.reset_dropout_mask()
             self.reset_recurrent_dropout_mask()
             count = self.dropout_mask_count
@@ -427,11 +440,11 @@ class GRUCell(keras.Layer):
             by `1 / (1 - dropout)`. The same masks come back until
             `reset_dropout_mask()`.
         """
-        if self.dropout == 0:
+        if self.applied_dropout == 0:
             return None
         step = inputs[:, 0, :] if len(inputs.shape) == 3 else inputs
         return self._cached_masks(
-            self._dropout_masks, step, self.dropout, training, count
+            self._dropout_masks, step, self.applied_dropout, training, count
         )
 
     def get_recurrent_dropout_mask_for_cell(self, inputs, training, count=1):
@@ -450,13 +463,13 @@ class GRUCell(keras.Layer):
             `1 / (1 - recurrent_dropout)`, cached until
             `reset_recurrent_dropout_mask()`.
         """
-        if self.recurrent_dropout == 0:
+        if self.applied_recurrent_dropout == 0:
             return None
         like = ops.zeros((ops.shape(inputs)[0], self.units), dtype=self.compute_dtype)
         return self._cached_masks(
             self._recurrent_dropout_masks,
             like,
-            self.recurrent_dropout,
+            self.applied_recurrent_dropout,
             training,
             count,
         )
@@ -475,7 +488,10 @@ class GRUCell(keras.Layer):
         Uses masks cached by the `get_*_mask_for_cell` methods, and draws
         fresh ones (not cached) when the driving loop prepared none.
         """
-        rate = self.recurrent_dropout if recurrent else self.dropout
+        if recurrent:
+            rate = self.applied_recurrent_dropout
+        else:
+            rate = self.applied_dropout
         if not training or rate == 0:
             return None
         cache = self._recurrent_dropout_masks if recurrent else self._dropout_masks

@@ -17,8 +17,8 @@ BAD_ARGUMENTS = [
     (dict(units=2.5), TypeError, ["`units`", "2.5"]),
     (dict(units="4"), TypeError, ["`units`", "'4'"]),
     (dict(units=True), TypeError, ["`units`", "True"]),
-    (dict(units=4, dropout=-0.1), ValueError, ["`dropout`", "[0, 1)", "-0.1"]),
-    (dict(units=4, dropout=1.0), ValueError, ["`dropout`", "1.0"]),
+    (dict(units=4, dropout=-0.1), ValueError, ["`dropout`", "[0, 1]", "-0.1"]),
+    (dict(units=4, dropout=1.01), ValueError, ["`dropout`", "1.01"]),
     (dict(units=4, dropout="0.5"), TypeError, ["`dropout`", "'0.5'"]),
     (dict(units=4, recurrent_dropout=1.5), ValueError, ["`recurrent_dropout`", "1.5"]),
     (
@@ -188,6 +188,4 @@ def test_the_input_shape_warning_points_at_the_callers_line():
     built the layer (this file), not the library's."""
     with pytest.warns(UserWarning, match="input_shape") as caught:
         keras_gru_plus.GRU(3, input_shape=(5, 2))
-    assert [w.filename for w in caught if "input_shape" in str(w.message)] == [
-        __file__
-    ]
+    assert [w.filename for w in caught if "input_shape" in str(w.message)] == [__file__]

@@ -185,3 +185,74 @@ def test_cell_in_keras_rnn_uses_one_mask_per_sequence():
         recurrent_mask=rec_mask,
     )
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "rates",
+    [
+        dict(dropout=1.0),
+        dict(recurrent_dropout=1.0),
+        dict(dropout=1.0, recurrent_dropout=1.0),
+        dict(dropout=0.3, recurrent_dropout=1.0),
+    ],
+    ids=["dropout", "recurrent", "both", "recurrent-only-one"],
+)
+def test_rate_one_loads_and_drops_nothing_like_the_keras_cell(rates):
+    """keras.layers.GRU accepts and saves a rate of 1.0, and its GRUCell
+    applies dropout only for 0 < rate < 1. A config holding 1.0 loads here,
+    and in training the rate of 1.0 drops nothing: the output equals that
+    of keras.layers.RNN(keras.layers.GRUCell) with the same rates and weights
+    (and, when the other rate is 0, the inference output)."""
+    theirs_layer = keras.layers.GRU(UNITS, return_sequences=True, **rates)
+    ours = keras_gru_plus.GRU.from_config(theirs_layer.get_config())
+    assert (ours.dropout, ours.recurrent_dropout) == (
+        rates.get("dropout", 0.0),
+        rates.get("recurrent_dropout", 0.0),
+    )
+    ours.build((BATCH, TIME, FEATURES))
+    ours.set_weights(
+        [np.random.default_rng(1).normal(size=w.shape) for w in ours.get_weights()]
+    )
+    x = _x()
+    out = to_numpy(ours(x, training=True))
+    assert np.all(np.isfinite(out))
+    if all(rate == 1.0 for rate in rates.values()):
+        np.testing.assert_allclose(out, to_numpy(ours(x, training=False)), atol=1e-6)
+        cell = keras.layers.GRUCell(UNITS, **rates)
+        rnn = keras.layers.RNN(cell, return_sequences=True)
+        rnn.build((BATCH, TIME, FEATURES))
+        rnn.set_weights(ours.get_weights())
+        np.testing.assert_allclose(out, to_numpy(rnn(x, training=True)), atol=1e-5)
+    else:
+        # The rate below 1 still applies: training differs from inference.
+        assert np.abs(out - to_numpy(ours(x, training=False))).max() > 1e-3
+
+
+def test_keras_weights_file_with_rate_one_loads_into_ours(tmp_path):
+    """A keras.layers.GRU(dropout=1.0) model moves to ours through its layer
+    config and its weights file, predicts the same numbers and trains."""
+    theirs = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            keras.layers.GRU(
+                UNITS, dropout=1.0, recurrent_dropout=1.0, bias_initializer="ones"
+            ),
+        ]
+    )
+    path = str(tmp_path / "theirs.weights.h5")
+    theirs.save_weights(path)
+    ours = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            keras_gru_plus.GRU.from_config(theirs.layers[0].get_config()),
+        ]
+    )
+    ours.load_weights(path)
+    assert (ours.layers[0].dropout, ours.layers[0].recurrent_dropout) == (1.0, 1.0)
+    x = _x()
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0), theirs.predict(x, verbose=0), atol=1e-6
+    )
+    ours.compile("sgd", "mse")
+    history = ours.fit(x, np.ones((BATCH, UNITS)), epochs=1, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

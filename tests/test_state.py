@@ -94,7 +94,7 @@ def test_reset_states_errors():
     with pytest.raises(ValueError, match="not built"):
         layer.reset_states(np.zeros((3, 6)))
     layer(np.zeros((3, 5, 4), "float32"))
-    with pytest.raises(ValueError, match=r"initial_state.*\(3, 6\).*\(2, 6\)"):
+    with pytest.raises(ValueError, match=r"`states`.*\(3, 6\).*\(2, 6\)"):
         layer.reset_states(np.zeros((2, 6)))
     stateless = keras_gru_plus.GRU(6)
     stateless(np.zeros((3, 5, 4), "float32"))
