@@ -6,12 +6,14 @@ all three. Positional arguments after `--` go to pytest.
 """
 
 import os
+import pathlib
+import shutil
 
 import nox
 
 nox.options.reuse_venv = "yes"
 # `nox` alone: the lint, the suite on all three backends, then the notebooks.
-nox.options.sessions = ["lint", "tests", "notebooks"]
+nox.options.sessions = ["lint", "package", "tests", "notebooks"]
 
 BACKENDS = ["jax", "tensorflow", "torch"]
 # Extras per backend. The JAX and PyTorch environments carry each other's
@@ -51,6 +53,33 @@ def lint(session: nox.Session) -> None:
     session.install(RUFF)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Builds the sdist and the wheel, checks them, and smoke-tests the wheel.
+
+    `python -m build` builds the sdist, then the wheel from the sdist, so a
+    file left out of either is missing from the wheel. The wheel (not an
+    editable install) goes into this session's environment, and the smoke
+    test runs from outside the checkout, so that Python imports the wheel.
+    """
+    session.install("build", "twine")
+    dist = pathlib.Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *map(str, dist.iterdir()))
+    (wheel,) = dist.glob("*.whl")
+    session.install(f"{wheel}[jax]")
+    session.install("--force-reinstall", "--no-deps", str(wheel))
+    checkout = os.getcwd()
+    session.chdir(session.create_tmp())
+    session.run(
+        "python",
+        os.path.join(checkout, "tests", "scripts", "wheel_smoke.py"),
+        checkout,
+        env={**ENV, "KERAS_BACKEND": "jax"},
+    )
 
 
 @nox.session
