@@ -5,15 +5,29 @@ its own environment (`nox -s "tests(backend='jax')"`); `nox -s tests` runs
 all three. Positional arguments after `--` go to pytest.
 """
 
+import glob
 import os
 import pathlib
+import re
 import shutil
 
 import nox
 
 nox.options.reuse_venv = "yes"
-# `nox` alone: the lint, the suite on all three backends, then the notebooks.
-nox.options.sessions = ["lint", "package", "tests", "notebooks"]
+# `nox` alone: the lint, the suite on all three backends, the suite on JAX
+# under the oldest Keras, keras-nightly and the oldest and newest Python, then
+# the notebooks.
+nox.options.sessions = [
+    "lint",
+    "package",
+    "tests",
+    "tests_keras",
+    "tests_python",
+    "notebooks",
+]
+# A Python version that a session asks for and that is not installed fails
+# the run instead of skipping that session.
+nox.options.error_on_missing_interpreters = True
 
 BACKENDS = ["jax", "tensorflow", "torch"]
 # Extras per backend. The JAX and PyTorch environments carry each other's
@@ -31,6 +45,19 @@ EXPORT = {
     "tensorflow": ["onnx", "onnxruntime", "tf2onnx"],
     "torch": ["onnx", "onnxruntime", "onnxscript"],
 }
+# The Keras versions tested. The three `tests` sessions run the current
+# release; `tests_keras` runs the oldest the package claims (pyproject.toml's
+# `keras>=`) and one keras-nightly build, each on JAX.
+KERAS_OLDEST = "3.10.0"
+KERAS_CURRENT = "3.15.1"
+# keras-nightly, pinned to one dated build so that a new nightly cannot turn
+# CI red on its own. To bump it: `pip index versions --pre keras-nightly`
+# lists the builds; put the newest here and run
+# `nox -s "tests_keras(keras='nightly')"`.
+KERAS_NIGHTLY = "3.16.0.dev2026102704"
+# The oldest and the newest Python the package runs on (`requires-python`),
+# beside the default interpreter of the other sessions.
+PYTHONS = ["3.10", "3.13"]
 ENV = {
     # Two cores: one thread per op keeps PyTorch and XLA from
     # oversubscribing them.
@@ -43,8 +70,41 @@ ENV = {
 RUFF = "ruff==0.17.6"
 
 
-def _install(session: nox.Session, extras: str) -> None:
-    session.install("-e", f".[{extras}]")
+def _install(session: nox.Session, extras: str, *also: str) -> None:
+    session.install("-e", f".[{extras}]", *also)
+
+
+def _let_pyenv_find(pythons: list[str]) -> None:
+    """Lets nox find the pyenv interpreters of `pythons`.
+
+    pyenv's shims (`python3.10`) run only the versions pyenv has activated
+    (PYENV_VERSION, which pyenv's own `python3` sets, or `pyenv global`);
+    the others are installed but not found. Where pyenv is used, the
+    installed versions of `pythons` are activated for this process after the
+    active ones, which stay the default `python3`.
+    """
+    root = os.environ.get("PYENV_ROOT")
+    if not root:
+        return
+    active = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
+    if not active:
+        try:
+            with open(os.path.join(root, "version")) as file:
+                active = [line.strip() for line in file if line.strip()]
+        except OSError:
+            active = ["system"]
+    for python in pythons:
+        paths = glob.glob(os.path.join(root, "versions", f"{python}.*"))
+        installed = sorted(
+            (os.path.basename(p) for p in paths),
+            key=lambda v: [int(n) for n in re.findall(r"\d+", v)],
+        )
+        if installed and not any(v in active for v in installed):
+            active.append(installed[-1])
+    os.environ["PYENV_VERSION"] = ":".join(active)
+
+
+_let_pyenv_find(PYTHONS)
 
 
 @nox.session
@@ -85,9 +145,14 @@ def package(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
-    """Runs the test suite on one Keras backend."""
-    _install(session, EXTRAS[backend])
+    """Runs the test suite on one Keras backend, under the current Keras."""
+    _install(session, EXTRAS[backend], f"keras=={KERAS_CURRENT}")
     session.install(*EXPORT[backend])
+    _pytest(session, backend)
+
+
+def _pytest(session: nox.Session, backend: str) -> None:
+    """The suite, on `backend`; positional arguments after `--` go to pytest."""
     session.run(
         "python",
         "-m",
@@ -98,6 +163,58 @@ def tests(session: nox.Session, backend: str) -> None:
         *session.posargs,
         env={**ENV, "KERAS_BACKEND": backend},
     )
+
+
+def _versions(session: nox.Session, keras: str | None = None) -> None:
+    """Prints the Python, Keras and JAX versions the session runs; fails
+    where `keras` is given and Keras is another version."""
+    script = (
+        "import platform, sys, jax, keras; "
+        "print('Python', platform.python_version(), 'Keras', keras.version(), "
+        "'JAX', jax.__version__); "
+        f"sys.exit({keras!r} not in (None, keras.version()))"
+    )
+    session.run("python", "-c", script, env={**ENV, "KERAS_BACKEND": "jax"})
+
+
+@nox.session
+@nox.parametrize("keras", [KERAS_OLDEST, "nightly"])
+def tests_keras(session: nox.Session, keras: str) -> None:
+    """Runs the test suite on JAX under the oldest Keras or keras-nightly.
+
+    JAX and the test tools only: the tests that need another backend or an
+    export package skip, naming it.
+    """
+    if keras != "nightly":
+        _install(session, "jax,dev", f"keras=={keras}")
+        expected = keras
+    else:
+        # keras-nightly installs the `keras` module under another name and
+        # conflicts with the `keras` package, which the project's install
+        # pulls in (again at each rerun): uninstall it, then reinstall the
+        # nightly over the files they share.
+        _install(session, "jax,dev")
+        session.run_install("python", "-m", "pip", "uninstall", "--yes", "keras")
+        session.install("--pre", f"keras-nightly=={KERAS_NIGHTLY}")
+        session.install(
+            "--pre", "--force-reinstall", "--no-deps", f"keras-nightly=={KERAS_NIGHTLY}"
+        )
+        expected = KERAS_NIGHTLY
+    _versions(session, expected)
+    _pytest(session, "jax")
+
+
+@nox.session(python=PYTHONS)
+def tests_python(session: nox.Session) -> None:
+    """Runs the test suite on JAX under the oldest and the newest Python.
+
+    JAX and the test tools only, with the newest Keras and JAX that install
+    on that Python: the tests that need another backend or an export
+    package skip, naming it.
+    """
+    _install(session, "jax,dev")
+    _versions(session)
+    _pytest(session, "jax")
 
 
 @nox.session(default=False)

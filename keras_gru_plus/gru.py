@@ -1,5 +1,6 @@
 """`GRU`: the gated recurrent unit layer, a drop-in for `keras.layers.GRU`."""
 
+import functools
 import warnings
 
 import keras
@@ -19,6 +20,22 @@ _UNROLL_NEEDS_TIME = (
     "of shape {shape}. Pass a `shape` with the number of steps to "
     "`keras.Input`, or set `unroll=False`."
 )
+
+
+@functools.cache
+def builtin_supports_masking():
+    """Whether the installed `keras.layers.GRU` passes its mask on.
+
+    Keras up to 3.15 propagates the mask out of its recurrent layers (to the
+    next layer, with `return_sequences=True`); 3.16 stops it
+    (keras-team/keras#23235: `supports_masking=False`): the layer still uses
+    the mask it is given, but `Layer.__call__` sets none on its outputs and
+    warns that it drops it. `GRU` takes the installed built-in's answer,
+    which its constructor sets: asked of one, built once (named, so that it
+    takes no automatic layer name), rather than read off a version number.
+    """
+    probe = keras.layers.GRU(1, name="keras_gru_plus_masking_probe")
+    return bool(probe.supports_masking)
 
 
 class GRU(keras.Layer):
@@ -285,7 +302,9 @@ class GRU(keras.Layer):
         # The weights live in `self.cell`, as in `keras.layers.GRU`: the
         # attribute name is part of the `.weights.h5` layout.
         self.cell = cell
-        self.supports_masking = True
+        # Whether the next layer receives the mask: as the installed
+        # keras.layers.GRU does (not from Keras 3.16 on).
+        self.supports_masking = builtin_supports_masking()
         self.state_size = [cell.units]
         self.states = None
         self._expected_batch_size = None
