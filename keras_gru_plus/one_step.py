@@ -47,7 +47,10 @@ class OneStep(keras.Layer):
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
         self.layer = layer
-        self.supports_masking = True
+        # The next step layer receives a mask where the next layer of the
+        # whole-sequence model does: recurrent layers and TimeDistributed
+        # pass none on from Keras 3.16.
+        self.supports_masking = layer.supports_masking
         self._takes_mask = "mask" in inspect.signature(layer.call).parameters
 
     def call(self, inputs, mask=None):

@@ -57,7 +57,10 @@ class StepGRU(keras.Layer):
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
         self.layer = layer
-        self.supports_masking = True
+        # The next step layer receives a mask where the next layer of the
+        # whole-sequence model does: recurrent layers and TimeDistributed
+        # pass none on from Keras 3.16.
+        self.supports_masking = layer.supports_masking
 
     @property
     def units(self):
