@@ -31,7 +31,12 @@ def float64():
     if BACKEND == "jax":
         import jax
 
-        return jax.enable_x64(True)
+        # `jax.enable_x64` from JAX 0.7 on; before (Python 3.10 gets 0.6),
+        # `jax.experimental.enable_x64`.
+        enable_x64 = getattr(jax, "enable_x64", None)
+        if enable_x64 is None:
+            from jax.experimental import enable_x64
+        return enable_x64(True)
     return contextlib.nullcontext()
 
 

@@ -22,9 +22,9 @@ from tests.helpers import pairwise_cases
 T, BATCH, FEATURES, VOCAB = 6, 4, 5, 7
 # float32: the step and the sequence round in different orders (one row's
 # matmul against a block's); over two GRUs with layer normalization that
-# reached 1.6e-6 on values near 0.4. In float64 (below) the two agree to
-# 1e-12.
-TOLERANCE = {"atol": 1e-6, "rtol": 1e-5}
+# reached 1.6e-6 on values near 0.4 (JAX 0.10), 6.3e-6 under JAX 0.6
+# (Python 3.10). In float64 (below) the two agree to 1e-12.
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 
 GRID = {
     "kind": ["sequential", "functional"],
