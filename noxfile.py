@@ -2,7 +2,9 @@
 
 TensorFlow, JAX and PyTorch can clash in one process, so each backend gets
 its own environment (`nox -s "tests(backend='jax')"`); `nox -s tests` runs
-all three. Positional arguments after `--` go to pytest.
+all three. `tests_keras` runs the suite on JAX under the oldest Keras and a
+keras-nightly, `tests_python` under the oldest and newest Python. Positional
+arguments after `--` go to pytest.
 """
 
 import glob
