@@ -206,7 +206,8 @@ def _with_builtin_grus(model_path):
 
 def _skip_if_written_by_a_newer_keras(model_path):
     """Keras reads the files of its own and older versions, not newer ones'
-    (3.10 does not know the mask ops that 3.15 records in the graph)."""
+    (of those 3.15.1 writes, 3.10.0 does not know the mask ops in the graph,
+    3.12.4 the initializers' `input_axes`)."""
     with zipfile.ZipFile(model_path) as archive:
         written_by = json.loads(archive.read("metadata.json"))["keras_version"]
     if Version(keras.version()) < Version(written_by):
