@@ -394,17 +394,21 @@ def _model(configurations):
             arguments, `masked` whether the layers take a mask.
 
     Returns:
-        `(model, branches)`: the model takes `[x, mask]` for each
-        configuration in turn; `branches` holds, per configuration, the
-        `(offset, gru, n_outputs)` of ours, then of `keras.layers.GRU`. The
-        model's outputs are, configuration by configuration, ours then
-        theirs (two each with `return_state`).
+        `(model, branches)`: the model takes `x`, and its mask if
+        `masked`, for each configuration in turn; `branches` holds, per
+        configuration, the `(offset, gru, n_outputs)` of ours, then of
+        `keras.layers.GRU`. The model's outputs are, configuration by
+        configuration, ours then theirs (two each with `return_state`).
     """
     inputs, outputs, branches = [], [], []
     for kwargs, masked in configurations:
         x_input = keras.Input((TIME, FEATURES), batch_size=BATCH)
-        mask_input = keras.Input((TIME,), batch_size=BATCH, dtype="bool")
-        inputs += [x_input, mask_input]
+        inputs.append(x_input)
+        # A mask input only where the layers take it: Keras before 3.13
+        # refuses a model input that no output depends on.
+        if masked:
+            mask_input = keras.Input((TIME,), batch_size=BATCH, dtype="bool")
+            inputs.append(mask_input)
         pair = []
         for gru_cls in (GRU, keras.layers.GRU):
             offset = _InputOffset()
@@ -470,7 +474,9 @@ def compare_many(configurations, seeds):
     for rng, kind in zip(rngs, kinds):
         x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
         mask = _mask(kind, rng)
-        data += [x, np.ones((BATCH, TIME), bool) if mask is None else mask]
+        data.append(x)
+        if mask is not None:
+            data.append(mask)
     model, branches = _model(
         [(kwargs, kind != "none") for kwargs, kind in zip(layer_kwargs, kinds)]
     )
