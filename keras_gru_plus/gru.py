@@ -1,6 +1,6 @@
 """`GRU`: the gated recurrent unit layer, a drop-in for `keras.layers.GRU`."""
 
-import functools
+import re
 import warnings
 
 import keras
@@ -22,20 +22,15 @@ _UNROLL_NEEDS_TIME = (
 )
 
 
-@functools.cache
-def builtin_supports_masking():
-    """Whether the installed `keras.layers.GRU` passes its mask on.
-
-    Keras up to 3.15 propagates the mask out of its recurrent layers (to the
-    next layer, with `return_sequences=True`); 3.16 stops it
-    (keras-team/keras#23235: `supports_masking=False`): the layer still uses
-    the mask it is given, but `Layer.__call__` sets none on its outputs and
-    warns that it drops it. `GRU` takes the installed built-in's answer,
-    which its constructor sets: asked of one, built once (named, so that it
-    takes no automatic layer name), rather than read off a version number.
-    """
-    probe = keras.layers.GRU(1, name="keras_gru_plus_masking_probe")
-    return bool(probe.supports_masking)
+# Whether `keras.layers.GRU` passes its mask on to the next layer: Keras up
+# to 3.15 does (the output of `return_sequences=True` carries it); 3.16
+# stops it (keras-team/keras#23235: its recurrent layers get
+# `supports_masking=False`, still use the mask they are given, and
+# `Layer.__call__` warns that it is dropped). Read off the installed
+# version ("3.16.0.dev..." for the nightly) rather than by building the
+# built-in; tests/test_masks.py compares with the built-in itself.
+_MAJOR_MINOR = re.match(r"(\d+)\.(\d+)", keras.version())
+BUILTIN_PASSES_MASKS_ON = tuple(map(int, _MAJOR_MINOR.groups())) < (3, 16)
 
 
 class GRU(keras.Layer):
@@ -314,7 +309,7 @@ class GRU(keras.Layer):
         self.cell = cell
         # Whether the next layer receives the mask: as the installed
         # keras.layers.GRU does (not from Keras 3.16 on).
-        self.supports_masking = builtin_supports_masking()
+        self.supports_masking = BUILTIN_PASSES_MASKS_ON
         self.state_size = [cell.units]
         self.states = None
         self._expected_batch_size = None

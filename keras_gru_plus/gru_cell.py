@@ -11,6 +11,16 @@ from keras_gru_plus import recurrence
 from keras_gru_plus import validation
 
 
+def _applied_rate(rate):
+    """The dropout rate applied in training for a stored `rate`.
+
+    `keras.layers.GRUCell` drops units only when `0 < rate < 1`, so a rate
+    of 1.0 (which would leave nothing to rescale: kept units are divided by
+    `1 - rate`) applies no dropout at all; so here, on every backend.
+    """
+    return rate if rate < 1.0 else 0.0
+
+
 class GRUCell(keras.Layer):
     """Cell class for the GRU layer: one time step.
 
@@ -223,12 +233,12 @@ class GRUCell(keras.Layer):
     @property
     def applied_dropout(self):
         """The input dropout rate applied in training (1.0 applies none)."""
-        return validation.applied_rate(self.dropout)
+        return _applied_rate(self.dropout)
 
     @property
     def applied_recurrent_dropout(self):
         """The recurrent dropout rate applied in training (1.0 applies none)."""
-        return validation.applied_rate(self.recurrent_dropout)
+        return _applied_rate(self.recurrent_dropout)
 
     @property
     def dropout_mask_count(self):
@@ -410,8 +420,8 @@ class GRUCell(keras.Layer):
         loop.
         """
         state = ops.zeros((batch_size, self.units), dtype=self.compute_dtype)
-        dropout = self.applied_dropout or self.applied_recurrent_dropout
-        if self.built and dropout:
+        drops = self.applied_dropout > 0 or self.applied_recurrent_dropout > 0
+        if self.built and drops:
             self.reset_dropout_mask()
             self.reset_recurrent_dropout_mask()
             count = self.dropout_mask_count

@@ -32,7 +32,7 @@ def check_rate(name, value):
     """A dropout rate must be a real number in [0, 1].
 
     1.0 is accepted because `keras.layers.GRU` accepts and saves it (a file
-    written by the built-in may hold it); `applied_rate` says what it does.
+    written by the built-in may hold it); `GRUCell` applies none at 1.0.
     Values outside [0, 1], which the built-in silently clips, are refused.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
@@ -40,17 +40,6 @@ def check_rate(name, value):
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(_invalid(name, "a float in the range [0, 1]", value))
     return float(value)
-
-
-def applied_rate(rate):
-    """The dropout rate a layer applies for a stored `rate`.
-
-    `keras.layers.GRUCell` drops units only when `0 < rate < 1`, so a rate
-    of 1.0 (which would leave nothing to rescale: kept units are divided by
-    `1 - rate`) applies no dropout at all. The cell and the layer here follow
-    that rule on every backend.
-    """
-    return rate if rate < 1.0 else 0.0
 
 
 def check_epsilon(name, value):

@@ -119,8 +119,11 @@ def test_compute_mask_matches_builtin(kwargs):
     )
 
 
-@pytest.mark.parametrize("kwargs", RECURRENT)
-def test_functional_next_layer_receives_the_builtins_mask(kwargs):
+def build_both_and_compare(**kwargs):
+    """Builds the model with ours and with keras.layers.GRU (`build`'s
+    arguments), asserts that both record the same symbolic masks and build
+    warnings, receive the same masks and warn alike when called; returns
+    ours' `(symbolic, built warnings, received masks)`."""
     (ours, ours_symbolic, ours_built), (theirs, theirs_symbolic, theirs_built) = (
         build(GRUS[k], **kwargs) for k in ("ours", "keras")
     )
@@ -130,6 +133,12 @@ def test_functional_next_layer_receives_the_builtins_mask(kwargs):
     theirs_received, theirs_warned = received(theirs)
     assert_same(ours_received, theirs_received)
     assert ours_warned == theirs_warned
+    return ours_symbolic, ours_built, ours_received
+
+
+@pytest.mark.parametrize("kwargs", RECURRENT)
+def test_functional_next_layer_receives_the_builtins_mask(kwargs):
+    ours_symbolic, ours_built, ours_received = build_both_and_compare(**kwargs)
     # What the built-in does, spelt out: the sequence output carries the
     # padding's mask where the layer passes masks on, the state never.
     passes_on = builtin_passes_masks_on() and bool(kwargs.get("return_sequences"))
@@ -217,15 +226,7 @@ def test_bidirectional_next_layer_receives_the_builtins_mask(kwargs, merge_mode)
             layer, merge_mode=merge_mode, name=f"bidirectional_{NAME}"
         )
 
-    (ours, ours_symbolic, ours_built), (theirs, theirs_symbolic, theirs_built) = (
-        build(GRUS[k], wrap=wrap, **kwargs) for k in ("ours", "keras")
-    )
-    assert ours_symbolic == theirs_symbolic
-    assert ours_built == theirs_built
-    ours_received, ours_warned = received(ours)
-    theirs_received, theirs_warned = received(theirs)
-    assert_same(ours_received, theirs_received)
-    assert ours_warned == theirs_warned
+    ours_symbolic, ours_built, _ = build_both_and_compare(wrap=wrap, **kwargs)
     wrapper = wrap(keras_gru_plus.GRU(3, **kwargs))
     builtin_wrapper = wrap(keras.layers.GRU(3, **kwargs))
     assert wrapper.supports_masking == builtin_wrapper.supports_masking
