@@ -98,10 +98,11 @@ class GRU(keras.Layer):
     `jit_compile=True` (as a JAX model may be):
     `model.compile(..., jit_compile=False)`. With `jit_compile=True` Keras
     hands the training step to `torch.compile`, which traces the whole loop
-    step by step: on 2 quiet CPU cores, at 50 steps, the first training
-    call took 25-26 s here against 9-10 s for `keras.layers.GRU`, and a
-    later step 7.8-8.6 ms against 5.2-6.2 ms; without it a step takes
-    10.5-10.9 ms here against 8.6-11.0 ms, with no wait.
+    step by step: on 2 CPU cores, at 50 steps, from an empty Inductor cache
+    (`benchmarks/torch_compile.py`), the first training call took 214-231 s
+    here against 153-174 s for `keras.layers.GRU`, and a later step
+    21.0-23.5 ms against 15.3-21.0 ms; without it a step takes 29-43 ms here
+    against 39-46 ms, with no wait.
 
     Args:
         units: Positive integer, dimensionality of the output space.

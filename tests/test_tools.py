@@ -1,5 +1,6 @@
 """The main job's tools: demo, benchmark, report (small and fast here)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -327,3 +328,32 @@ def test_keras_built_layer_norm_cell_matches_ours(monkeypatch):
     assert diff < 1e-5
     # The norms matter here: the plain layer on the same weights differs.
     assert np.abs(sequences(ours) - sequences(plain)).max() > 1e-2
+
+
+def _torch_compile_script():
+    """`benchmarks/torch_compile.py`, imported from its path."""
+    import importlib.util
+
+    path = os.path.join(ROOT, "benchmarks", "torch_compile.py")
+    spec = importlib.util.spec_from_file_location("torch_compile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_compile_script_refuses_too_few_calls(capsys):
+    with pytest.raises(SystemExit):
+        _torch_compile_script().main(["--calls", "10"])
+    assert "--calls: expected more than 10, got 10" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the script's runs need PyTorch, installed in the PyTorch environment only",
+)
+def test_torch_compile_script_times_a_fresh_process():
+    script = _torch_compile_script()
+    args = argparse.Namespace(steps=4, units=3, features=2, batch=2, calls=12)
+    for layer_name in ("ours", "builtin"):
+        measured = script.run_one(layer_name, False, args)
+        assert measured["first_s"] > 0 and measured["step_ms"] > 0
