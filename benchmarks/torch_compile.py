@@ -5,7 +5,7 @@ Usage::
 
     KERAS_BACKEND=torch python benchmarks/torch_compile.py [--steps 50]
         [--units 32] [--features 16] [--batch 32] [--calls 60]
-        [--out benchmarks/results/torch_compile.json]
+        [--out results/torch_compile.json, beside this script]
 
 With `jit_compile=True` Keras hands the PyTorch training step to
 `torch.compile`, which traces the Python of every layer call (here: every
@@ -28,6 +28,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = r"""
 import json, os, sys, time
@@ -78,17 +80,27 @@ def run_one(layer_name, jit, args):
             f"torch_compile: the run of {layer_name} (jit_compile={jit}) "
             f"failed:\n{result.stderr[-3000:]}"
         )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    if not lines:
+        raise SystemExit(
+            f"torch_compile: the run of {layer_name} (jit_compile={jit}) "
+            f"printed no result:\n{result.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="PyTorch jit_compile: ours against the built-in."
+    )
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--units", type=int, default=32)
     parser.add_argument("--features", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--calls", type=int, default=60)
-    parser.add_argument("--out", default="benchmarks/results/torch_compile.json")
+    parser.add_argument(
+        "--out", default=os.path.join(HERE, "results", "torch_compile.json")
+    )
     args = parser.parse_args(argv)
     if args.calls <= 10:
         parser.error(f"--calls: expected more than 10, got {args.calls}")
@@ -118,6 +130,7 @@ def main(argv=None):
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
         "rows": rows,
     }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(f"\nwritten: {args.out}")

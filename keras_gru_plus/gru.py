@@ -98,11 +98,12 @@ class GRU(keras.Layer):
     `jit_compile=True` (as a JAX model may be):
     `model.compile(..., jit_compile=False)`. With `jit_compile=True` Keras
     hands the training step to `torch.compile`, which traces the whole loop
-    step by step: on 2 CPU cores, at 50 steps, from an empty Inductor cache
-    (`benchmarks/torch_compile.py`), the first training call took 214-231 s
-    here against 153-174 s for `keras.layers.GRU`, and a later step
-    21.0-23.5 ms against 15.3-21.0 ms; without it a step takes 29-43 ms here
-    against 39-46 ms, with no wait.
+    step by step. Measured by `benchmarks/torch_compile.py` (50 steps, 2 CPU
+    cores, `OMP_NUM_THREADS=1`, an empty Inductor cache, three runs): the
+    first training call takes 214-231 s here against 153-174 s for
+    `keras.layers.GRU`, and a later step 21.0-23.5 ms against 15.3-21.0 ms;
+    without it a step takes 29-43 ms here against 39-46 ms, and nothing is
+    compiled.
 
     Args:
         units: Positive integer, dimensionality of the output space.
