@@ -13,13 +13,14 @@ step of the recurrence and of its backward pass) and compiles the graph
 with Inductor (C++ on a CPU). What it measures, for
 `Input((steps, features)) -> GRU(units) -> Dense(1)`, SGD, mean squared
 error: the wall time of the first `train_on_batch` (tracing and compiling
-included) and the median of the later calls (the first 10 of `--calls`
-left out), for `keras_gru_plus.GRU` and `keras.layers.GRU`, with
-`jit_compile=True` and `False`. Each of the four runs is a fresh
-subprocess with an empty Inductor cache (`TORCHINDUCTOR_CACHE_DIR`), so the
-first call pays what it pays on a new machine; a warm cache (a second run
-of the same program) compiles faster. The threads: `OMP_NUM_THREADS` as
-set, 1 when unset (and recorded in the report).
+included) and the median of the later calls (the first `WARMUP_CALLS`,
+10, of `--calls` left out), for `keras_gru_plus.GRU` and
+`keras.layers.GRU`, with `jit_compile=True` and `False`. Each of the four
+runs is a fresh subprocess with an empty Inductor cache
+(`TORCHINDUCTOR_CACHE_DIR`), so the first call pays what it pays on a new
+machine. The threads:
+`OMP_NUM_THREADS` as set, 1 when unset. The report records the machine as
+the other benchmarks do (`benchmark.machine_info()`, taken in a run).
 """
 
 import argparse
@@ -30,16 +31,19 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Calls left out of the median of the later steps.
+WARMUP_CALLS = 10
 
 CHILD = r"""
 import json, os, sys, time
 import numpy as np
 import keras
 import keras_gru_plus
+from keras_gru_plus import benchmark
 
-layer_name, jit, steps, units, features, batch, calls = sys.argv[1:]
+layer_name, jit, steps, units, features, batch, calls, warmup = sys.argv[1:]
 jit, steps, units = jit == "1", int(steps), int(units)
-features, batch, calls = int(features), int(batch), int(calls)
+features, batch, calls, warmup = int(features), int(batch), int(calls), int(warmup)
 make = keras_gru_plus.GRU if layer_name == "ours" else keras.layers.GRU
 model = keras.Sequential(
     [keras.Input((steps, features)), make(units), keras.layers.Dense(1)]
@@ -56,7 +60,9 @@ for _ in range(calls):
     start = time.perf_counter()
     model.train_on_batch(x, y)
     times.append(time.perf_counter() - start)
-print(json.dumps({"first_s": first, "step_ms": 1e3 * float(np.median(times[10:]))}))
+step_ms = 1e3 * float(np.median(times[warmup:]))
+machine = benchmark.machine_info()
+print(json.dumps({"first_s": first, "step_ms": step_ms, "machine": machine}))
 """
 
 
@@ -69,22 +75,17 @@ def run_one(layer_name, jit, args):
         result = subprocess.run(
             [sys.executable, "-c", CHILD, layer_name, "1" if jit else "0"]
             + [str(v) for v in (args.steps, args.units, args.features)]
-            + [str(args.batch), str(args.calls)],
+            + [str(args.batch), str(args.calls), str(WARMUP_CALLS)],
             env=env,
             capture_output=True,
             text=True,
             check=False,
         )
-    if result.returncode != 0:
-        raise SystemExit(
-            f"torch_compile: the run of {layer_name} (jit_compile={jit}) "
-            f"failed:\n{result.stderr[-3000:]}"
-        )
     lines = result.stdout.strip().splitlines()
-    if not lines:
+    if result.returncode != 0 or not lines:
         raise SystemExit(
             f"torch_compile: the run of {layer_name} (jit_compile={jit}) "
-            f"printed no result:\n{result.stderr[-3000:]}"
+            f"failed (exit status {result.returncode}):\n{result.stderr[-3000:]}"
         )
     return json.loads(lines[-1])
 
@@ -102,9 +103,9 @@ def main(argv=None):
         "--out", default=os.path.join(HERE, "results", "torch_compile.json")
     )
     args = parser.parse_args(argv)
-    if args.calls <= 10:
-        parser.error(f"--calls: expected more than 10, got {args.calls}")
-    rows = []
+    if args.calls <= WARMUP_CALLS:
+        parser.error(f"--calls: expected more than {WARMUP_CALLS}, got {args.calls}")
+    rows, machine = [], None
     for jit in (False, True):
         for layer_name in ("ours", "builtin"):
             print(
@@ -112,6 +113,7 @@ def main(argv=None):
                 flush=True,
             )
             measured = run_one(layer_name, jit, args)
+            machine = measured.pop("machine")
             rows.append({"layer": layer_name, "jit_compile": jit, **measured})
             print(
                 f"      first call {rows[-1]['first_s']:.1f} s, "
@@ -125,11 +127,7 @@ def main(argv=None):
             f"| {row['layer']} | {row['jit_compile']} | {row['first_s']:.1f} "
             f"| {row['step_ms']:.1f} |"
         )
-    report = {
-        "args": vars(args),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
-        "rows": rows,
-    }
+    report = {"args": vars(args), "machine": machine, "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

@@ -356,3 +356,4 @@ def test_torch_compile_script_times_a_fresh_process():
     for layer_name in ("ours", "builtin"):
         measured = script.run_one(layer_name, False, args)
         assert measured["first_s"] > 0 and measured["step_ms"] > 0
+        assert measured["machine"]["backend"] == "torch"
