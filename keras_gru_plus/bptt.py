@@ -420,9 +420,13 @@ def _projection_grads(delta_x, x, t, spec, stats=None):
 
 
 def _weight_grad(a, b):
-    """`sum_t a_t^T b_t` for `(time, batch, k)` and `(time, batch, n)`."""
+    """`sum_t a_t^T b_t` for `(time, batch, k)` and `(time, batch, n)`.
+
+    The operator, not `ops.matmul`: Keras 3.15.1's `ops.matmul` on PyTorch
+    casts to `dtypes.result_type("float64", "float64")`, which is "float32",
+    so a float64 layer's kernel gradients lost half their digits."""
     k, n = a.shape[-1], b.shape[-1]
-    return ops.matmul(ops.transpose(ops.reshape(a, (-1, k))), ops.reshape(b, (-1, n)))
+    return ops.transpose(ops.reshape(a, (-1, k))) @ ops.reshape(b, (-1, n))
 
 
 def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):

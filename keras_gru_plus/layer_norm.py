@@ -20,6 +20,22 @@ The backward pass of one normalization, given `dy` = dL/dLN(v):
     dv     = s * (dn - mean(dn) - n * mean(dn * n))
     dgamma = sum dy * n        dbeta = sum dy       (over the leading axes)
 
+A gate's mean is linear in the kernel that makes the values:
+`mean(x W_g) = x colmean(W_g)`. So the layer multiplies by kernels centered
+per gate (`centered_columns`: each row's mean over a gate's columns
+removed, once per call), whose products come centered, and their
+normalization (a `Norm` with `centered=True`) takes no mean and subtracts
+none; its backward pass, the derivative of what it computes, drops
+`mean(dn)`:
+
+    dv     = s * (dn - n * mean(dn * n))                  (centered=True)
+
+and autodiff of the centering (its transpose, the same centering) carries
+the kernels' gradients back to the stored kernels: `dW = X^T dv` centered
+per gate is the `dW` of the equations above. Measured on PyTorch, one
+loop step's normalization of `(32, 384)` (by matmul, below) with its
+matmul: 164 -> 113 us (the matmul alone 50 us).
+
 How the means over a gate are taken is the policy's choice
 (`policy.BackendPolicy.step_gate_means`), and with it the layout of `n` and `s`:
 by reduction, `n` grouped `(..., G, units)` and `s` `(..., G, 1)`, the
@@ -114,27 +130,39 @@ class Norm(NamedTuple):
         epsilon: added to the variance.
         means: how the means over a gate are taken (see `norm_of`), and
             the layout of the values they take.
+        centered: whether the values come centered per gate (products by
+            a kernel of `centered_columns`): their mean is not taken.
     """
 
     gamma: Any
     beta: Any
     epsilon: float
     means: Any
+    centered: bool = False
 
 
-def norm_of(gamma, beta, epsilon, groups, in_step=False):
+def norm_of(gamma, beta, epsilon, groups, in_step=False, centered=False):
     """A `Norm` from stored `(groups * units,)` weights (or slices).
 
     With `in_step` (a loop step's normalization, one step of values) its
     means are the current policy's `step_gate_means`; otherwise (values of
-    many steps at once) by reduction.
+    many steps at once) by reduction. `centered`: the values it takes come
+    centered per gate (products by a kernel of `centered_columns`).
     """
     kind = policy.current().step_gate_means if in_step else "reduce"
     # As tensors: a step's operators on a `keras.Variable` would go through
     # `keras.ops`.
     gamma, beta = (ops.convert_to_tensor(w) for w in (gamma, beta))
     means = _MEANS[kind](groups, gamma.shape[0] // groups, gamma.dtype)
-    return Norm(means.view(gamma), means.view(beta), epsilon, means)
+    return Norm(means.view(gamma), means.view(beta), epsilon, means, centered)
+
+
+def centered_columns(kernel, groups):
+    """`kernel` `(k, groups * units)` with each row's mean over each gate's
+    `units` columns subtracted: `x @ centered_columns(W)` is `x W` centered
+    per gate."""
+    per_gate = grouped(kernel, groups)
+    return flat(per_gate - _mean(per_gate))
 
 
 def _mean(v):
@@ -165,7 +193,7 @@ def statistics(v, norm):
     v = means.view(v)
     if half:
         v = ops.cast(v, "float32")
-    centered = v - means.mean(v)
+    centered = v if norm.centered else v - means.mean(v)
     s = means.rsqrt(means.mean(centered * centered) + norm.epsilon)
     n = centered * s
     if half:
@@ -194,6 +222,8 @@ def backward(dy, stats, norm):
     n, s = stats
     means = norm.means
     dn = means.view(dy) * norm.gamma
+    if norm.centered:
+        return means.flat(s * (dn - n * means.mean(dn * n)))
     return means.flat(s * (dn - means.mean(dn) - n * means.mean(dn * n)))
 
 

@@ -91,6 +91,12 @@ a kernel they go back through the normalization:
     dgamma_x = sum delta_x * n_x        dbeta_x = sum delta_x   (also db)
 
 (`n` the normalized values, `dbeta = sum delta` of the same normalization.)
+
+A sequence multiplies by both kernels centered per gate
+(`centered_for_norms`), so that the products come centered and each
+normalization takes no mean; `LNback` is then the shorter form of
+`layer_norm.backward` (`centered=True`), and autodiff of the centering
+takes `dW`, `dR` back to the stored kernels.
 """
 
 from collections.abc import Callable
@@ -113,6 +119,9 @@ class GRUSpec(NamedTuple):
         reset_after: the formula variant (see the module docstring).
         layer_norm: whether the projections are layer-normalized per gate.
         layer_norm_epsilon: added to the variance of each normalization.
+        centered_kernels: whether the weights' kernels are centered per
+            gate (`centered_for_norms`), so that the normalizations take
+            no mean.
     """
 
     units: int
@@ -121,6 +130,7 @@ class GRUSpec(NamedTuple):
     reset_after: bool
     layer_norm: bool = False
     layer_norm_epsilon: float = 1e-5
+    centered_kernels: bool = False
 
 
 class GRUWeights(NamedTuple):
@@ -216,7 +226,11 @@ def input_norm(weights, spec):
     if not spec.layer_norm:
         return None
     return layer_norm.norm_of(
-        weights.input_gamma, weights.input_beta, spec.layer_norm_epsilon, 3
+        weights.input_gamma,
+        weights.input_beta,
+        spec.layer_norm_epsilon,
+        3,
+        centered=spec.centered_kernels,
     )
 
 
@@ -232,13 +246,30 @@ def recurrent_norms(weights, spec):
         weights.recurrent_beta,
         spec.layer_norm_epsilon,
     )
+    kinds = dict(in_step=True, centered=spec.centered_kernels)
     if spec.reset_after:
-        return (layer_norm.norm_of(gamma, beta, eps, 3, in_step=True),)
+        return (layer_norm.norm_of(gamma, beta, eps, 3, **kinds),)
     cut = 2 * spec.units
     return (
-        layer_norm.norm_of(gamma[:cut], beta[:cut], eps, 2, in_step=True),
-        layer_norm.norm_of(gamma[cut:], beta[cut:], eps, 1, in_step=True),
+        layer_norm.norm_of(gamma[:cut], beta[:cut], eps, 2, **kinds),
+        layer_norm.norm_of(gamma[cut:], beta[cut:], eps, 1, **kinds),
     )
+
+
+def centered_for_norms(weights, spec):
+    """`(weights, spec)` with both kernels centered per gate
+    (`layer_norm.centered_columns`, once per call), where the spec
+    normalizes: the products `x W` and `h R` then come centered and their
+    normalizations take no mean (`spec.centered_kernels`). Gradients reach
+    the stored kernels through autodiff of the centering. (Per gate of the
+    fused kernel is per gate of `R_zr` and `R_h` too.) Without layer
+    normalization, or centered already, both as they are."""
+    if not spec.layer_norm or spec.centered_kernels:
+        return weights, spec
+    return weights._replace(
+        kernel=layer_norm.centered_columns(weights.kernel, 3),
+        recurrent_kernel=layer_norm.centered_columns(weights.recurrent_kernel, 3),
+    ), spec._replace(centered_kernels=True)
 
 
 def raw_projection(inputs, kernel, units, input_masks=None):

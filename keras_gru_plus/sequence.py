@@ -62,6 +62,7 @@ def run_sequence(
         `(last_output, outputs, final_state)`: `outputs` is
         `(time, batch, units)` or `None` when `return_sequences=False`.
     """
+    weights, spec = recurrence.centered_for_norms(weights, spec)
     chosen = policy.plan(
         x.shape[0],
         bool(training),
