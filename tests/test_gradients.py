@@ -15,6 +15,7 @@ from keras_gru_plus import bptt
 from keras_gru_plus import recurrence
 from tests import reference
 from tests.helpers import BACKEND
+from tests.helpers import float64
 from tests.helpers import mask_of
 from tests.helpers import outputs_and_gradients
 from tests.helpers import probes
@@ -300,3 +301,46 @@ def test_gru_states_rejects_a_candidate_bias_without_reset_after():
     )
     with pytest.raises(ValueError, match="reset_after=False"):
         bptt.gru_states(x, np.zeros((2, 4), "float32"), weights, spec)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_float64_backward_pass_keeps_float64(reset_after, resize, plans):
+    """In float64 the hand-written backward pass (in blocks of 2 steps,
+    masked) gives the gradients of autodiff through the unrolled loop
+    (`unroll=True`, the same equations) to 1e-11 on TensorFlow and
+    PyTorch: no part of it computes in float32. (Keras 3.15.1's
+    `ops.matmul` on PyTorch casts two float64 arrays to float32,
+    `dtypes.result_type("float64", "float64")`; the kernels' gradients
+    went through it and kept about 7 digits.) On JAX
+    the two differ by up to 3e-6: there Keras 3.15.1's `ops.tanh` computes
+    float64 in float32 too, in both, so JAX is held to 1e-5."""
+    resize(block_steps=2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 6, 3))
+    mask = mask_of("right", 2, 6)
+    with float64():
+        layers = [
+            keras_gru_plus.GRU(
+                4,
+                reset_after=reset_after,
+                return_sequences=True,
+                unroll=unroll,
+                dtype="float64",
+            )
+            for unroll in (False, True)
+        ]
+        for layer in layers:
+            layer.build(x.shape)
+        for v, w in zip(layers[1].trainable_weights, layers[0].trainable_weights):
+            v.assign(w)
+        probe = probes([(2, 6, 4)])[0].astype(np.float64)
+        call = {"mask": mask, "training": True}
+        got, want = (outputs_and_gradients(layer, x, call, [probe]) for layer in layers)
+    assert {p.runner for p in plans} == {"bptt", "unrolled"}, plans
+    if BACKEND == "jax":
+        tolerance = dict(rtol=1e-5, atol=1e-7)
+    else:
+        tolerance = dict(rtol=1e-11, atol=1e-13)
+    for a, b in zip([got[1]] + got[2], [want[1]] + want[2]):
+        assert a.dtype == np.float64
+        np.testing.assert_allclose(a, b, **tolerance)
