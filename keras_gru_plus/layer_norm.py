@@ -226,9 +226,10 @@ def backward(dy, stats, norm):
     n, s = stats
     means = norm.means
     dn = means.view(dy) * norm.gamma
-    if norm.centered:
-        return means.flat(s * (dn - n * means.mean(dn * n)))
-    return means.flat(s * (dn - means.mean(dn) - n * means.mean(dn * n)))
+    # The derivative of `statistics`: where it subtracted no mean
+    # (`centered`), `mean(dn)` is not subtracted either.
+    centered = dn if norm.centered else dn - means.mean(dn)
+    return means.flat(s * (centered - n * means.mean(dn * n)))
 
 
 def parameter_grads(dy, stats, norm):

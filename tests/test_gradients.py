@@ -311,9 +311,9 @@ def test_float64_backward_pass_keeps_float64(reset_after, resize, plans):
     PyTorch: no part of it computes in float32. (Keras 3.15.1's
     `ops.matmul` on PyTorch casts two float64 arrays to float32,
     `dtypes.result_type("float64", "float64")`; the kernels' gradients
-    went through it and kept about 7 digits.) On JAX
-    the two differ by up to 3e-6: there Keras 3.15.1's `ops.tanh` computes
-    float64 in float32 too, in both, so JAX is held to 1e-5."""
+    went through it and kept about 7 digits.) On JAX the two differ by up
+    to 3e-6: there Keras 3.15.1's `ops.tanh` computes float64 in float32
+    too, in both, so JAX is held to 1e-5."""
     resize(block_steps=2)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 6, 3))
