@@ -641,7 +641,8 @@ def _weight_grads_reset_before(g, h_in, saved, t, spec, norms):
             layer_norm.parameter_grads(delta_hh, stats_h, norm_h),
         )
         grads["recurrent_gamma"] = ops.concatenate([zr[0], hh[0]], 0)
-        grads["recurrent_beta"] = ops.concatenate([zr[1], hh[1]], 0)
+        if norm_zr.beta is not None:
+            grads["recurrent_beta"] = ops.concatenate([zr[1], hh[1]], 0)
     return delta_x, grads
 
 

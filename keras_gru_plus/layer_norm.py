@@ -64,7 +64,10 @@ class _Reduced:
     """Means over a gate by reduction: the values viewed per gate
     `(..., G, units)`, the means and `s` `(..., G, 1)`."""
 
-    def __init__(self, groups, units, dtype):
+    # No shortcut for `apply`: the gains meet `s` in one broadcast already.
+    gained = None
+
+    def __init__(self, groups, gamma):
         self.groups = groups
 
     def view(self, v):
@@ -89,14 +92,17 @@ class _ByMatmul:
     over its gate. The values stay flat `(..., G * units)` and so do the
     means and `s`: no reshape, and every op is an operator, which eager
     PyTorch dispatches without `keras.ops`' Python layer (see
-    `policy.BackendPolicy.step_gate_means`)."""
+    `policy.BackendPolicy.step_gate_means`). `gained` is `E` with each
+    column scaled by its gain, `E * gamma`, for `apply`."""
 
-    def __init__(self, groups, units, dtype):
+    def __init__(self, groups, gamma):
+        units, dtype = gamma.shape[0] // groups, gamma.dtype
         eye = np.eye(groups)
         self.to_gates = ops.convert_to_tensor(
             np.kron(eye, np.full((units, 1), 1.0 / units)), dtype
         )
         self.to_units = ops.convert_to_tensor(np.kron(eye, np.ones((1, units))), dtype)
+        self.gained = self.to_units * gamma
 
     def view(self, v):
         return v
@@ -130,7 +136,8 @@ class Norm(NamedTuple):
     Attributes:
         gamma: the gains, in the layout of `means`: `(G, units)` (means by
             reduction) or `(G * units,)` (by matmul).
-        beta: the shifts, laid out as `gamma`.
+        beta: the shifts, laid out as `gamma`, or `None` where they are
+            added with the biases (`recurrence.shifts_in_biases`).
         epsilon: added to the variance.
         means: how the means over a gate are taken (see `norm_of`), and
             the layout of the values they take.
@@ -146,7 +153,8 @@ class Norm(NamedTuple):
 
 
 def norm_of(gamma, beta, epsilon, groups, in_step=False, centered=False):
-    """A `Norm` from stored `(groups * units,)` weights (or slices).
+    """A `Norm` from stored `(groups * units,)` weights (or slices); `beta`
+    may be `None` (the shifts added elsewhere).
 
     With `in_step` (a loop step's normalization, one step of values) its
     means are the current policy's `step_gate_means`; otherwise (values of
@@ -156,9 +164,11 @@ def norm_of(gamma, beta, epsilon, groups, in_step=False, centered=False):
     kind = policy.current().step_gate_means if in_step else "reduce"
     # As tensors: a step's operators on a `keras.Variable` would go through
     # `keras.ops`.
-    gamma, beta = (ops.convert_to_tensor(w) for w in (gamma, beta))
-    means = _MEANS[kind](groups, gamma.shape[0] // groups, gamma.dtype)
-    return Norm(means.view(gamma), means.view(beta), epsilon, means, centered)
+    gamma = ops.convert_to_tensor(gamma)
+    means = _MEANS[kind](groups, gamma)
+    if beta is not None:
+        beta = means.view(ops.convert_to_tensor(beta))
+    return Norm(means.view(gamma), beta, epsilon, means, centered)
 
 
 def centered_columns(kernel, groups):
@@ -217,7 +227,26 @@ def normalize(v, norm):
         statistics of `statistics`.
     """
     n, s = statistics(v, norm)
-    return norm.means.flat(n * norm.gamma + norm.beta), (n, s)
+    y = n * norm.gamma
+    return norm.means.flat(y if norm.beta is None else y + norm.beta), (n, s)
+
+
+def apply(v, norm):
+    """`LN(v)` alone, without the statistics (a loop step at inference).
+
+    Means by matmul, on centered values: the inverse deviations stay one
+    per gate, `s` `(..., G)`, and reach the units in the same matmul that
+    applies the gains, `LN(v) = v * (s @ (E * gamma)) + beta`: two ops
+    fewer per normalization than `normalize`. Otherwise `normalize`'s
+    result.
+    """
+    gained = norm.means.gained
+    half = keras.backend.standardize_dtype(v.dtype) in _HALF
+    if gained is None or half or not norm.centered:
+        return normalize(v, norm)[0]
+    s = ((v * v) @ norm.means.to_gates + norm.epsilon) ** -0.5
+    y = v * (s @ gained)
+    return y if norm.beta is None else y + norm.beta
 
 
 def backward(dy, stats, norm):
@@ -234,10 +263,14 @@ def backward(dy, stats, norm):
 
 def parameter_grads(dy, stats, norm):
     """`(dgamma, dbeta)`, each `(groups * units,)`, summed over every
-    leading axis of `dy` `(..., groups * units)`."""
+    leading axis of `dy` `(..., groups * units)`; `dbeta` is `None` where
+    the norm has no shifts (they are added with the biases, whose gradient
+    is the same sum)."""
     n, _ = stats
     leading = tuple(range(len(dy.shape) - 1))
     d_gamma = ops.sum(norm.means.flat(norm.means.view(dy) * n), axis=leading)
+    if norm.beta is None:
+        return d_gamma, None
     return d_gamma, ops.sum(dy, axis=leading)
 
 

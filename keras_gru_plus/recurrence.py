@@ -250,9 +250,10 @@ def recurrent_norms(weights, spec):
     if spec.reset_after:
         return (layer_norm.norm_of(gamma, beta, eps, 3, **kinds),)
     cut = 2 * spec.units
+    beta_zr, beta_h = (None, None) if beta is None else (beta[:cut], beta[cut:])
     return (
-        layer_norm.norm_of(gamma[:cut], beta[:cut], eps, 2, **kinds),
-        layer_norm.norm_of(gamma[cut:], beta[cut:], eps, 1, **kinds),
+        layer_norm.norm_of(gamma[:cut], beta_zr, eps, 2, **kinds),
+        layer_norm.norm_of(gamma[cut:], beta_h, eps, 1, **kinds),
     )
 
 
@@ -270,6 +271,39 @@ def centered_for_norms(weights, spec):
         kernel=layer_norm.centered_columns(weights.kernel, 3),
         recurrent_kernel=layer_norm.centered_columns(weights.recurrent_kernel, 3),
     ), spec._replace(centered_kernels=True)
+
+
+def shifts_in_biases(weights, spec):
+    """`weights` with the layer norms' shifts added to the biases, where the
+    spec normalizes: every `beta` is added right beside a bias (see the
+    equations: `LNx(x W) + b_in`, `LNh_g(h R_g) + rb_g`), so the
+    projection bias takes `beta_x` and the recurrent `beta_z`, `beta_r`
+    (and `beta_h` with `reset_after=False`, where `LNh_h` is added to
+    `x_h`), and `rb_h` takes `beta_h` with `reset_after=True`. The norms
+    then add no shift, in any step; autodiff of the sums carries the
+    biases' gradients to the shifts. Without layer normalization, or with
+    the shifts added already, `weights` as they are."""
+    if not spec.layer_norm or weights.input_beta is None:
+        return weights
+    units = spec.units
+    beta_h = weights.recurrent_beta
+    candidate_bias = weights.candidate_bias
+    shift = weights.input_beta
+    if spec.reset_after:
+        beta_h = weights.recurrent_beta[2 * units :]
+        candidate_bias = beta_h if candidate_bias is None else candidate_bias + beta_h
+        shift = shift + ops.concatenate(
+            [weights.recurrent_beta[: 2 * units], ops.zeros_like(beta_h)], axis=0
+        )
+    else:
+        shift = shift + weights.recurrent_beta
+    bias = weights.projection_bias
+    return weights._replace(
+        projection_bias=shift if bias is None else bias + shift,
+        candidate_bias=candidate_bias,
+        input_beta=None,
+        recurrent_beta=None,
+    )
 
 
 def raw_projection(inputs, kernel, units, input_masks=None):
@@ -413,9 +447,10 @@ def gate_values(
 
 def _normalized(v, norm, stats):
     """`LN(v)`; its statistics are appended to `stats` unless `None`."""
+    if stats is None:
+        return layer_norm.apply(v, norm)
     v, v_stats = layer_norm.normalize(v, norm)
-    if stats is not None:
-        stats.append(v_stats)
+    stats.append(v_stats)
     return v
 
 

@@ -63,6 +63,7 @@ def run_sequence(
         `(time, batch, units)` or `None` when `return_sequences=False`.
     """
     weights, spec = recurrence.centered_for_norms(weights, spec)
+    weights = recurrence.shifts_in_biases(weights, spec)
     chosen = policy.plan(
         x.shape[0],
         bool(training),

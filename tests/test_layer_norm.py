@@ -927,3 +927,50 @@ def test_reference_without_layer_norm_is_unchanged():
     identity = (np.ones(3 * U), np.zeros(3 * U), np.ones(3 * U), np.zeros(3 * U), 1e-5)
     normed = reference.gru_sequence(*args, mask=MASK, layer_norm=identity)
     assert np.abs(normed[0] - plain[0]).max() > 1e-2
+
+
+@pytest.mark.parametrize("means", ["reduce", "matmul"])
+@pytest.mark.parametrize("with_beta", [True, False])
+def test_apply_equals_the_reference_on_centered_values(means, with_beta):
+    # `layer_norm.apply` is what an inference loop step computes; by
+    # matmul it takes a shortcut (the gains folded into the spread of the
+    # per-gate inverse deviations), checked here on every backend.
+    from keras_gru_plus import layer_norm
+    from keras_gru_plus import policy
+
+    rng = np.random.default_rng(7)
+    groups, units = 3, 4
+    v = rng.normal(size=(5, groups * units)) * 3 + 1
+    # Centered per gate, as the products of centered kernels come.
+    v = (
+        v.reshape(5, groups, units)
+        - v.reshape(5, groups, units).mean(-1, keepdims=True)
+    ).reshape(5, -1)
+    gamma = rng.uniform(0.5, 2.0, groups * units)
+    beta = rng.normal(size=groups * units) if with_beta else np.zeros(groups * units)
+    eps = 1e-3
+    expected = np.concatenate(
+        [
+            reference.normalize(
+                v[:, g * units : (g + 1) * units],
+                gamma[g * units : (g + 1) * units],
+                beta[g * units : (g + 1) * units],
+                eps,
+            )
+            for g in range(groups)
+        ],
+        axis=-1,
+    )
+    as_tensor = lambda a: keras.ops.convert_to_tensor(a.astype("float32"))  # noqa: E731
+    with policy.override(step_gate_means=means):
+        norm = layer_norm.norm_of(
+            as_tensor(gamma),
+            as_tensor(beta) if with_beta else None,
+            eps,
+            groups,
+            in_step=True,
+            centered=True,
+        )
+    got = to_numpy(layer_norm.apply(as_tensor(v), norm))
+    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=2e-5)
+    assert (norm.means.gained is not None) == (means == "matmul")
