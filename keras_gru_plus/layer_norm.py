@@ -40,6 +40,15 @@ train 0.90, JAX 0.96 and 0.97, TensorFlow 0.95 and 1.04 (a ratio within
 matmul with its matmul, on PyTorch: 164 -> 113 us (the matmul alone 50
 us; a busy machine).
 
+Two terms more leave the loop. The sequence adds every shift to the bias
+beside it once per call (`recurrence.shifts_in_biases`), so its norms have
+no `beta`. And an inference step, which keeps no statistics, normalizes by
+`apply`: by matmul, `s` stays one per gate `(..., G)` and reaches the units
+in the matmul that applies the gains, `LN(v) = v * (s @ (E * gamma))`.
+Measured against the engine before both (`benchmarks/compare.py --base
+d3177e2 --configs layer_norm`, new/old): PyTorch predict 0.94 and train
+0.89, JAX 0.89 and 1.01, TensorFlow 0.95 and 1.00.
+
 How the means over a gate are taken is the policy's choice
 (`policy.BackendPolicy.step_gate_means`), and with it the layout of `n` and `s`:
 by reduction, `n` grouped `(..., G, units)` and `s` `(..., G, 1)`, the
