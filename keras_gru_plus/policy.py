@@ -29,6 +29,8 @@ import functools
 import keras
 from keras import ops
 
+from keras_gru_plus import tracing
+
 
 @dataclasses.dataclass(frozen=True)
 class BackendPolicy:
@@ -73,6 +75,10 @@ class BackendPolicy:
         step_compiler: how `step_function` compiles a step model:
             `"jax_jit"`, `"tf_xla"` (`tf.function(jit_compile=True)`) or
             `"torch_trace"` (`torch.jit.trace`).
+        compiled: `(field, value)` pairs that replace fields of this entry
+            while the backend's graph compiler traces the call
+            (`tracing.compiler_tracing`: PyTorch's `torch.compile`, which
+            Keras applies with `jit_compile=True`).
     """
 
     block_steps: int
@@ -90,6 +96,7 @@ class BackendPolicy:
     python_short_blocks: bool = False
     step_gate_means: str = "reduce"
     step_compiler: str = "jax_jit"
+    compiled: tuple = ()
 
 
 # Every backend, long sequences: blocks of 100 steps from 200 steps on.
@@ -212,6 +219,18 @@ POLICIES = {
         # Eager: a plain loop does what Keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
         python_loops=True,
+        # Under `torch.compile` (Keras' `jit_compile=True`) every step of
+        # the loops becomes kernels of one graph that Inductor compiles to
+        # C++, so the kept gates (four more outputs per step, stacked) and
+        # the blocks (a second copy of the loops' code) cost compile time
+        # and win nothing. `benchmarks/torch_compile.py`'s model (50 steps,
+        # 32 units, batch 32, SGD), first training call / later steps:
+        # 86.7 s / 5.48 ms with this entry, 81.8 s / 5.49 ms without kept
+        # gates, 79.1 s / 3.59 ms in one block, 72.6 s / 3.39 ms with
+        # neither (keras.layers.GRU 59.1-63.6 s / 4.56-5.06 ms, same
+        # session). Autodiff of the loop instead (runner "autodiff"): 66.3
+        # s / 7.98 ms.
+        compiled=(("keep_gates", False), ("short_block_steps", None)),
     ),
 }
 
@@ -226,11 +245,14 @@ _recorders = []
 
 def current():
     """The policy of the backend in use (its GPU entry on a GPU, if it has
-    one), with any `override` applied."""
+    one; its `compiled` fields while its graph compiler traces the call),
+    with any `override` applied."""
     backend = keras.backend.backend()
     policy = POLICIES[backend]
     if backend in GPU_POLICIES and on_gpu(backend):
         policy = GPU_POLICIES[backend]
+    if policy.compiled and tracing.compiler_tracing(backend):
+        policy = dataclasses.replace(policy, compiled=(), **dict(policy.compiled))
     for fields in _overrides:
         policy = dataclasses.replace(policy, **fields)
     return policy

@@ -131,6 +131,26 @@ def test_jit_compile_training_matches_keras(masked, blocks, resize):
     )
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile is PyTorch's compiler")
+def test_torch_compile_training_matches_keras():
+    # Keras hands the training step to torch.compile (the policy's
+    # `compiled` fields); the built-in trains eagerly beside it.
+    def build(gru_cls, jit_compile):
+        model = keras.Sequential(
+            [keras.Input((7, 5)), gru_cls(4), keras.layers.Dense(1)]
+        )
+        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+        return model
+
+    theirs, ours = build(keras.layers.GRU, False), build(keras_gru_plus.GRU, True)
+    _copy_weights(theirs, ours)
+    y = RNG.normal(size=(4, 1)).astype("float32")
+    for model in (ours, theirs):
+        model.fit(X, y, epochs=2, batch_size=2, shuffle=False, verbose=0)
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy):
     tolerance = 2e-2 if policy == "mixed_bfloat16" else 2e-3

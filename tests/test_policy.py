@@ -2,6 +2,7 @@
 derived from the table, and the math asking nothing else."""
 
 import ast
+import dataclasses
 import os
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import keras_gru_plus
 from keras_gru_plus import policy
 from keras_gru_plus import sequence
+from keras_gru_plus import tracing
 from tests.helpers import BACKEND
 
 PACKAGE = os.path.dirname(os.path.abspath(keras_gru_plus.__file__))
@@ -43,6 +45,44 @@ def test_the_cpu_is_no_gpu_and_a_gpu_entry_would_be_taken(monkeypatch):
     assert policy.current() == policy.POLICIES[BACKEND]
     monkeypatch.setattr(policy, "on_gpu", lambda backend: True)
     assert policy.current() == gpu_entry
+
+
+def test_the_compiled_fields_are_taken_while_the_compiler_traces(monkeypatch):
+    entry = policy.POLICIES[BACKEND]
+    monkeypatch.setattr(tracing, "compiler_tracing", lambda backend: False)
+    assert policy.current() == entry
+    monkeypatch.setattr(tracing, "compiler_tracing", lambda backend: True)
+    traced = policy.current()
+    assert traced == dataclasses.replace(entry, compiled=(), **dict(entry.compiled))
+    for field, value in entry.compiled:
+        assert getattr(traced, field) == value
+    # An override applies on top of the compiled fields.
+    with policy.override(keep_gates=True):
+        assert policy.current().keep_gates is True
+
+
+def test_only_pytorch_has_compiled_fields_and_a_probe():
+    # JAX and TensorFlow trace every call of a compiled model: their
+    # entries are measured traced.
+    assert {b for b, p in policy.POLICIES.items() if p.compiled} == {"torch"}
+    assert set(tracing.PROBES) == {"torch"}
+    assert tracing.compiler_tracing(BACKEND) is False
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile is PyTorch's compiler")
+def test_torch_compile_traces_the_compiled_fields_without_a_graph_break():
+    import torch
+
+    def traced_policy(x):
+        chosen = policy.plan(50, training=True, return_sequences=True)
+        return x + float(chosen.keep_gates) + 2.0 * (chosen.block is None)
+
+    eager = policy.plan(50, training=True, return_sequences=True)
+    assert (eager.keep_gates, eager.block) == (True, 25)
+    # fullgraph: a graph break inside `plan` would run it eagerly, where
+    # the probe answers False.
+    compiled = torch.compile(traced_policy, fullgraph=True)
+    assert float(compiled(torch.zeros(()))) == 2.0
 
 
 def test_every_backend_has_a_policy():
