@@ -57,7 +57,18 @@ CONFIGS = {
     # Ours layer-normalized against our plain layer and a Keras-built cell
     # (`run_layer_norm_config`), not against keras.layers.GRU.
     "layer_norm": {"layer": {"layer_norm": True}, "anchor": "layer_norm"},
+    # The models users write (`"user": True`): `keras.Input` without a
+    # batch size, Adam, and masks from a `Masking` layer or an
+    # `Embedding(mask_zero=True)` (token ids, right padding) rather than a
+    # boolean mask input.
+    "user: base": {"user": True},
+    "user: Masking": {"user": True, "masked": "masking"},
+    "user: Embedding(mask_zero)": {"user": True, "masked": "embedding"},
+    "user: return_sequences": {"user": True, "layer": {"return_sequences": True}},
 }
+# The token ids of the `Embedding(mask_zero=True)` row: 1 to VOCABULARY - 1,
+# 0 the padding.
+VOCABULARY = 1000
 # Configurations where the built-in takes its generic per-step loop on CPU
 # (TensorFlow always does, JAX predict is measured against it as well).
 GENERIC_LOOP = {"masked", "reset_after=False", "dropout 0.1"}
@@ -166,38 +177,60 @@ def _shape(config):
 
 
 def build_model(gru_cls, config):
-    """Input (+ mask), the GRU (maybe Bidirectional), a Dense head."""
+    """Input (+ mask), the GRU (maybe Bidirectional), a Dense head.
+
+    `config["masked"]`: `True` for a boolean mask input, `"masking"` for a
+    `Masking(0.0)` layer, `"embedding"` for token ids through
+    `Embedding(VOCABULARY, features, mask_zero=True)`. `config["user"]`:
+    no static batch size, and Adam instead of SGD.
+    """
     s = _shape(config)
-    inputs = keras.Input((s["steps"], s["features"]), batch_size=s["batch"])
+    batch = None if config.get("user") else s["batch"]
+    masked = config.get("masked")
     layer = gru_cls(s["units"], **config.get("layer", {}))
     if config.get("bidirectional"):
         layer = keras.layers.Bidirectional(layer)
-    if config.get("masked"):
-        mask = keras.Input((s["steps"],), batch_size=s["batch"], dtype="bool")
-        x = layer(inputs, mask=mask)
-        model_inputs = [inputs, mask]
+    if masked == "embedding":
+        inputs = keras.Input((s["steps"],), batch_size=batch, dtype="int32")
+        embedded = keras.layers.Embedding(VOCABULARY, s["features"], mask_zero=True)
+        x = layer(embedded(inputs))
     else:
+        inputs = keras.Input((s["steps"], s["features"]), batch_size=batch)
+    if masked is True:
+        mask = keras.Input((s["steps"],), batch_size=batch, dtype="bool")
+        x = layer(inputs, mask=mask)
+        inputs = [inputs, mask]
+    elif masked == "masking":
+        x = layer(keras.layers.Masking(0.0)(inputs))
+    elif not masked:
         x = layer(inputs)
-        model_inputs = inputs
     if len(x.shape) == 3:
         x = keras.layers.GlobalAveragePooling1D()(x)
     outputs = keras.layers.Dense(1)(x)
-    model = keras.Model(model_inputs, outputs)
-    model.compile(keras.optimizers.SGD(1e-3), "mse")
+    model = keras.Model(inputs, outputs)
+    optimizer = keras.optimizers.Adam if config.get("user") else keras.optimizers.SGD
+    model.compile(optimizer(1e-3), "mse")
     return model
 
 
 def make_data(config, seed=0):
+    """One batch `(x, y)` for `build_model(..., config)`; masked rows are
+    right-padded with random lengths (a quarter of the steps to all)."""
     s = _shape(config)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(s["batch"], s["steps"], s["features"])).astype("float32")
     y = rng.normal(size=(s["batch"], 1)).astype("float32")
-    if config.get("masked"):
-        # Right padding with random lengths.
-        lengths = rng.integers(s["steps"] // 4, s["steps"] + 1, s["batch"])
-        mask = np.arange(s["steps"])[None, :] < lengths[:, None]
-        return [x, mask], y
-    return x, y
+    masked = config.get("masked")
+    if not masked:
+        return x, y
+    lengths = rng.integers(s["steps"] // 4, s["steps"] + 1, s["batch"])
+    mask = np.arange(s["steps"])[None, :] < lengths[:, None]
+    if masked == "masking":
+        return np.where(mask[..., None], x, 0.0).astype("float32"), y
+    if masked == "embedding":
+        tokens = rng.integers(1, VOCABULARY, (s["batch"], s["steps"]))
+        return np.where(mask, tokens, 0).astype("int32"), y
+    return [x, mask], y
 
 
 def accelerator():
@@ -305,7 +338,9 @@ def _torch_anchor(config, mode):
         s["units"] * (2 if config.get("bidirectional") else 1), 1, device=device
     )
     params = list(gru.parameters()) + list(head.parameters())
-    optimizer = torch.optim.SGD(params, lr=1e-3)
+    optimizer = (torch.optim.Adam if config.get("user") else torch.optim.SGD)(
+        params, lr=1e-3
+    )
     x = torch.randn(s["batch"], s["steps"], s["features"], device=device)
     y = torch.randn(s["batch"], 1, device=device)
     sequences = config.get("layer", {}).get("return_sequences")
@@ -339,12 +374,13 @@ def _torch_anchor(config, mode):
 
 
 def _recurrent_layer(model):
-    """The recurrent layer of a `build_model` model (not its Input or
-    Dense head)."""
+    """The recurrent layer of a `build_model` model (not its Input,
+    Embedding or Dense head)."""
     (layer,) = [
         layer
         for layer in model.layers
-        if layer.weights and not isinstance(layer, keras.layers.Dense)
+        if layer.weights
+        and not isinstance(layer, (keras.layers.Dense, keras.layers.Embedding))
     ]
     return layer
 
@@ -567,14 +603,28 @@ LAYER_NORM_TITLE = (
 )
 
 
-def format_table(report):
-    """A Markdown table of one backend's report (and one of its
-    `layer_norm` row, apart: its anchors are not keras.layers.GRU)."""
-    rows, layer_norm = [], {}
-    for name, modes in report["configs"].items():
-        if is_layer_norm_row(modes):
-            layer_norm[name] = modes
-            continue
+USER_TITLE = (
+    "In the models users write (the `user:` rows): `keras.Input` without a"
+    " batch size, Adam, masks from a `Masking` layer or an"
+    " `Embedding(mask_zero=True)`; beside them the static-batch SGD rows"
+    " `base` and `masked` (a boolean mask input) of the same run"
+)
+TABLE_HEAD = [
+    "| configuration | mode | ours ms | keras ms | ours/keras |"
+    " torch.nn.GRU ms | ours/torch |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def is_user_row(name):
+    """Whether the configuration `name` is one of the `user:` rows."""
+    return bool(CONFIGS.get(name, {}).get("user"))
+
+
+def _table_rows(configs):
+    """The Markdown rows of `configs` (name -> mode -> timings)."""
+    rows = []
+    for name, modes in configs.items():
         for mode, e in modes.items():
             torch_ms = e.get("torch_nn_gru_ms")
             rows.append(
@@ -586,17 +636,33 @@ def format_table(report):
                     else "- | - |"
                 )
             )
+    return rows
+
+
+def format_table(report):
+    """A Markdown table of one backend's report, and apart: its
+    `layer_norm` row (its anchors are not keras.layers.GRU), its `user:`
+    rows (from this run, or from a later run kept under `user_setups`)."""
+    main, layer_norm, user = {}, {}, {}
+    for name, modes in report["configs"].items():
+        if is_layer_norm_row(modes):
+            layer_norm[name] = modes
+        elif is_user_row(name):
+            user[name] = modes
+        else:
+            main[name] = modes
     lines = [machine_line(report["machine"])]
-    if rows or not layer_norm:
-        lines += [
-            "",
-            "| configuration | mode | ours ms | keras ms | ours/keras |"
-            " torch.nn.GRU ms | ours/torch |",
-            "|---|---|---|---|---|---|---|",
-            *rows,
-        ]
+    if main or not (layer_norm or user):
+        lines += ["", *TABLE_HEAD, *_table_rows(main)]
     if layer_norm:
         lines += ["", format_layer_norm_table(layer_norm)]
+    setups = report.get("user_setups")
+    if setups or user:
+        lines += ["", USER_TITLE + ":", ""]
+        if setups:
+            lines += [machine_line(setups["machine"]), ""]
+            user = setups["configs"]
+        lines += [*TABLE_HEAD, *_table_rows(user)]
     if report.get("streaming"):
         from keras_gru_plus import latency
 

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_gru_plus
 from keras_gru_plus import benchmark
 from keras_gru_plus import demo
 from keras_gru_plus import latency
@@ -200,6 +201,25 @@ def test_layer_norm_row_has_a_table_of_its_own():
     assert "| configuration |" not in alone and benchmark.LAYER_NORM_TITLE in alone
 
 
+def test_user_rows_have_a_table_of_their_own():
+    entry = {"ours_ms": 3.0, "keras_ms": 4.0, "ratio": 0.75}
+    report = _report("tensorflow")
+    report["configs"]["user: Masking"] = {"predict": entry, "train": entry}
+    main, user = benchmark.format_table(report).split(benchmark.USER_TITLE)
+    assert "| user: Masking |" not in main and "| base | predict |" in main
+    assert "| user: Masking | predict | 3.0 | 4.0 | 0.75 |" in user
+    # Rows of a later run, kept under `user_setups`, with its machine line.
+    later = _report("tensorflow")
+    later["machine"]["date"] = "a later day"
+    later["configs"]["user: base"] = {"predict": entry, "train": entry}
+    report = _report("tensorflow")
+    report["user_setups"] = later
+    main, user = benchmark.format_table(report).split(benchmark.USER_TITLE)
+    assert "a later day" in user and "a later day" not in main
+    assert "| user: base | train |" in user and "| base | predict |" in user
+    assert benchmark.USER_TITLE not in benchmark.format_table(_report("jax"))
+
+
 def test_streaming_rows_time_every_call():
     rows = latency.measure(repeats=1, progress=lambda m: None)
     assert list(rows) == ["batch 1", "batch 32"]
@@ -328,6 +348,47 @@ def test_keras_built_layer_norm_cell_matches_ours(monkeypatch):
     assert diff < 1e-5
     # The norms matter here: the plain layer on the same weights differs.
     assert np.abs(sequences(ours) - sequences(plain)).max() > 1e-2
+
+
+USER_ROWS = [n for n in benchmark.CONFIGS if benchmark.CONFIGS[n].get("user")]
+
+
+@pytest.mark.parametrize("name", USER_ROWS)
+def test_user_rows_build_the_models_users_write(monkeypatch, name):
+    monkeypatch.setattr(benchmark, "BASE", dict(batch=4, steps=6, features=3, units=5))
+    config = benchmark.CONFIGS[name]
+    ours = benchmark.build_model(keras_gru_plus.GRU, config)
+    theirs = benchmark.build_model(keras.layers.GRU, config)
+    theirs.set_weights(ours.get_weights())
+    # No static batch size, Adam, and no mask input (masks come from layers).
+    assert len(ours.inputs) == 1 and ours.inputs[0].shape[0] is None
+    assert isinstance(ours.optimizer, keras.optimizers.Adam)
+    x, _ = benchmark.make_data(config)
+    np.testing.assert_allclose(
+        ours.predict_on_batch(x), theirs.predict_on_batch(x), atol=1e-5
+    )
+    if not config.get("masked"):
+        return
+    # Right padding, masked: the GRU's output on a padded row is the
+    # built-in's on the row's unpadded steps alone.
+    padded = x[..., 0] == 0 if x.ndim == 3 else x == 0
+    lengths = (~padded).sum(1)
+    assert lengths.min() < x.shape[1] and lengths.min() > 0
+    row = int(np.argmin(lengths))
+    gru = benchmark._recurrent_layer(ours)
+    inputs = x[row : row + 1, : lengths[row]]
+    if x.ndim == 2:
+        (table,) = ours.get_layer(index=1).get_weights()
+        inputs = table[inputs]
+    alone = keras.layers.GRU(5)
+    alone.build(inputs.shape)
+    alone.set_weights(gru.get_weights())
+    seen = keras.Model(ours.inputs, gru.output)(x[row : row + 1])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(seen),
+        keras.ops.convert_to_numpy(alone(inputs)),
+        atol=1e-5,
+    )
 
 
 def _torch_compile_script():
