@@ -127,7 +127,9 @@ def main(argv=None):
             f"| {row['layer']} | {row['jit_compile']} | {row['first_s']:.1f} "
             f"| {row['step_ms']:.1f} |"
         )
-    report = {"args": vars(args), "machine": machine, "rows": rows}
+    # The output path relative to the checkout, as the other reports name it.
+    out = os.path.relpath(os.path.abspath(args.out), os.path.dirname(HERE))
+    report = {"args": dict(vars(args), out=out), "machine": machine, "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)

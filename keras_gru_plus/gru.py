@@ -93,19 +93,20 @@ class GRU(keras.Layer):
     (`keras.ops.scan`, or a Python loop with `unroll=True`) does one
     recurrent matmul per step. Masks are applied inside the same loop.
 
-    On PyTorch, `jit_compile=True` makes Keras hand the training step to
-    `torch.compile`, which traces every step of the loop and of its
-    backward pass into one graph and compiles it (the engine then keeps no
-    gates and runs one block: `policy.BackendPolicy.compiled`). Measured by
+    On PyTorch, `jit_compile=True` makes Keras hand its training, test and
+    predict steps to `torch.compile`, which traces every step of the loop
+    and of its backward pass into one graph and compiles it; the engine
+    then keeps no gates and runs sequences under 200 steps in one block
+    (`policy.BackendPolicy.compiled`). Measured by
     `benchmarks/torch_compile.py` (50 steps, 32 units, 2 CPU cores,
-    `OMP_NUM_THREADS=1`, an empty Inductor cache, three runs): the
-    first training call takes 78.2-79.3 s here against 60.7-62.5 s for
+    `OMP_NUM_THREADS=1`, an empty Inductor cache, three runs): the first
+    training call takes 78.2-79.3 s here against 60.7-62.5 s for
     `keras.layers.GRU`, a later step 3.54-3.7 ms against 4.6-4.95 ms.
     Without it (Keras' default on PyTorch) nothing is compiled, and a step
-    takes 11.0 ms (the built-in 11.5 ms). Compile with `jit_compile=True` for
-    long training runs, and recompile a model loaded from a file written
-    with it (as a JAX model may be) with `jit_compile=False` for short ones:
-    `model.compile(..., jit_compile=False)`.
+    takes 11.0 ms (the built-in 11.5 ms). So compile with
+    `jit_compile=True` for long training runs only, and recompile a model
+    loaded from a file written with it (as a JAX model may be) for short
+    ones: `model.compile(..., jit_compile=False)`.
 
     Args:
         units: Positive integer, dimensionality of the output space.

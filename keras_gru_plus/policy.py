@@ -219,17 +219,23 @@ POLICIES = {
         # Eager: a plain loop does what Keras' torch `scan` does, without
         # its per-step tree flattening (a large share of a small step).
         python_loops=True,
-        # Under `torch.compile` (Keras' `jit_compile=True`) every step of
-        # the loops becomes kernels of one graph that Inductor compiles to
-        # C++, so the kept gates (four more outputs per step, stacked) and
-        # the blocks (a second copy of the loops' code) cost compile time
-        # and win nothing. `benchmarks/torch_compile.py`'s model (50 steps,
-        # 32 units, batch 32, SGD), first training call / later steps:
-        # 86.7 s / 5.48 ms with this entry, 81.8 s / 5.49 ms without kept
-        # gates, 79.1 s / 3.59 ms in one block, 72.6 s / 3.39 ms with
-        # neither (keras.layers.GRU 59.1-63.6 s / 4.56-5.06 ms, same
-        # session). Autodiff of the loop instead (runner "autodiff"): 66.3
-        # s / 7.98 ms.
+        # Under `torch.compile` (Keras' `jit_compile=True`, which compiles
+        # the training, test and predict steps) every step of the loops
+        # becomes kernels of one graph that Inductor compiles to C++, so
+        # the kept gates (four more outputs per step, stacked) and the
+        # short blocks (a second copy of the loops' code) cost compile time
+        # and win nothing; sequences of 200 steps or more keep their blocks
+        # of 100. `benchmarks/torch_compile.py`'s model (50 steps, 32
+        # units, batch 32, SGD), first training call / later steps, one
+        # session, one run each: 86.7 s / 5.48 ms with this entry, 81.8 s /
+        # 5.49 ms without kept gates, 79.1 s / 3.59 ms in one block, 72.6 s
+        # / 3.39 ms with neither (keras.layers.GRU 59.1-63.6 s / 4.56-5.06
+        # ms); autodiff of the loop (runner "autodiff") 66.3 s / 7.98 ms.
+        # With neither, three later runs interleaved with the built-in's:
+        # 78.2-79.3 s / 3.54-3.7 ms against 60.7-62.5 s / 4.6-4.95 ms. The
+        # rest of the gap is the backward pass: Inductor compiles one C++
+        # kernel per step of the hand-written reverse loop (at 10 steps: 7
+        # of ours, 2 fused ones for autodiff of the built-in's loop).
         compiled=(("keep_gates", False), ("short_block_steps", None)),
     ),
 }

@@ -85,6 +85,15 @@ def test_torch_compile_traces_the_compiled_fields_without_a_graph_break():
     assert float(compiled(torch.zeros(()))) == 2.0
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the probe is PyTorch's")
+def test_the_probe_answers_false_on_a_torch_without_is_compiling(monkeypatch):
+    import torch
+
+    monkeypatch.delattr(torch.compiler, "is_compiling")
+    assert tracing.compiler_tracing("torch") is False
+    assert policy.current() == policy.POLICIES["torch"]
+
+
 def test_every_backend_has_a_policy():
     assert set(policy.POLICIES) == {"jax", "tensorflow", "torch"}
     assert policy.current() == policy.POLICIES[BACKEND]
