@@ -14,6 +14,7 @@ import keras_gru_plus
 from keras_gru_plus import benchmark
 from keras_gru_plus import demo
 from keras_gru_plus import latency
+from tests.helpers import BACKEND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -389,6 +390,23 @@ def test_user_rows_build_the_models_users_write(monkeypatch, name):
         keras.ops.convert_to_numpy(alone(inputs)),
         atol=1e-5,
     )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the floor is PyTorch's")
+def test_torch_floor_writes_out_the_gradients_autograd_gives():
+    import importlib.util
+
+    import torch
+
+    path = os.path.join(ROOT, "benchmarks", "torch_floor.py")
+    spec = importlib.util.spec_from_file_location("torch_floor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = module.floor_calls(torch, dict(batch=3, steps=5, features=4, units=6))
+    for written, auto in zip(calls["grads"](), calls["autograd"]()):
+        np.testing.assert_allclose(written.numpy(), auto.numpy(), atol=1e-6)
+    calls["predict"]()
+    calls["train"]()
 
 
 def _torch_compile_script():
