@@ -17,7 +17,9 @@ step as fused C++ kernels (or one oneDNN/MKL call), which operators called
 one by one from Python cannot match; the floor says how far a loop of
 operators can go, so a gap between ours and `torch.nn.GRU` splits into
 what our engine adds (ours/floor) and what operators called from Python
-cost (floor/torch.nn.GRU).
+cost (floor/torch.nn.GRU). A second floor calls the same loop's operators
+through `keras.ops`, as our engine must (the layer's math is `keras.ops`
+only): the difference between the two floors is Keras' dispatch.
 
 Shapes are the benchmark's base row: batch 32, 100 steps, 64 features, 128
 units, a Dense(1) head, mean squared error; ours is
@@ -38,9 +40,44 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def floor_calls(torch, shape):
+def operators(torch, keras_ops=False):
+    """The operators the floor calls: PyTorch's own, or `keras.ops` (what
+    our engine calls, each through Keras' conversion and dispatch) on the
+    same tensors. Arithmetic (`+`, `*`, `-`) and slicing are PyTorch's in
+    both, as in our engine on PyTorch."""
+    if keras_ops:
+        from keras import ops
+
+        return dict(
+            mm=ops.matmul,
+            sigmoid=ops.sigmoid,
+            tanh=ops.tanh,
+            cat=lambda xs: ops.concatenate(xs, -1),
+            stack=ops.stack,
+            sum0=lambda a: ops.sum(a, 0),
+            reshape=ops.reshape,
+            transpose=ops.transpose,
+            zeros=ops.zeros,
+        )
+    return dict(
+        mm=torch.matmul,
+        sigmoid=torch.sigmoid,
+        tanh=torch.tanh,
+        cat=lambda xs: torch.cat(xs, -1),
+        stack=torch.stack,
+        sum0=lambda a: a.sum(0),
+        reshape=torch.reshape,
+        transpose=lambda a: a.T,
+        zeros=torch.zeros,
+    )
+
+
+def floor_calls(torch, shape, keras_ops=False):
     """`{"predict", "train", "grads", "autograd"}`: the bare loop's
-    calls, and its gradients written out and by autograd."""
+    calls, and its gradients written out and by autograd, with the
+    operators of `operators(torch, keras_ops)`."""
+    o = operators(torch, keras_ops)
+    mm, cat = o["mm"], o["cat"]
     batch, steps, features, units = (
         shape["batch"],
         shape["steps"],
@@ -58,19 +95,21 @@ def floor_calls(torch, shape):
     kernel, recurrent, bias, recurrent_bias, head = params
     x = torch.randn(steps, batch, features, generator=gen)
     y = torch.randn(batch, 1, generator=gen)
+    n = 2 * units
 
     def run_forward(keep):
         """The forward loop; with `keep`, the values its backward pass
         needs, per step."""
-        projected = torch.matmul(x, kernel) + bias  # every step at once
-        h = torch.zeros(batch, units)
+        projected = mm(x, kernel) + bias  # every step at once
+        h = o["zeros"]((batch, units))
         kept = []
         for t in range(steps):
-            x_zr, x_h = projected[t].split([2 * units, units], -1)
-            h_zr, h_h = (h @ recurrent + recurrent_bias).split([2 * units, units], -1)
-            zr = torch.sigmoid(x_zr + h_zr)
-            z, r = zr.chunk(2, -1)
-            hh = torch.tanh(x_h + r * h_h)
+            x_t = projected[t]
+            rec = mm(h, recurrent) + recurrent_bias
+            zr = o["sigmoid"](x_t[:, :n] + rec[:, :n])
+            z, r = zr[:, :units], zr[:, units:]
+            h_h = rec[:, n:]
+            hh = o["tanh"](x_t[:, n:] + r * h_h)
             if keep:
                 kept.append((h, zr, hh, h_h))
             h = hh + z * (h - hh)
@@ -78,7 +117,7 @@ def floor_calls(torch, shape):
 
     def predict():
         with torch.no_grad():
-            run_forward(False)[0] @ head
+            mm(run_forward(False)[0], head)
 
     def written_out_grads():
         """The gradients of the loss by the forward loop, then the reverse
@@ -86,33 +125,34 @@ def floor_calls(torch, shape):
         gradients after it, each one matmul over every step)."""
         with torch.no_grad():
             h, kept = run_forward(True)
-            out = h @ head
-            d_out = 2.0 * (out - y) / y.numel()
-            d_head = h.T @ d_out
-            dh = d_out @ head.T
+            d_out = 2.0 * (mm(h, head) - y) / y.numel()
+            d_head = mm(o["transpose"](h), d_out)
+            dh = mm(d_out, o["transpose"](head))
+            recurrent_t = o["transpose"](recurrent)
             d_recs, d_projs = [None] * steps, [None] * steps
             for t in reversed(range(steps)):
                 h_prev, zr, hh, h_h = kept[t]
-                z, r = zr.chunk(2, -1)
+                z, r = zr[:, :units], zr[:, units:]
                 d_a_h = dh * (1 - z) * (1 - hh * hh)
-                d_zr = torch.cat([dh * (h_prev - hh), d_a_h * h_h], -1) * zr * (1 - zr)
-                d_recs[t] = torch.cat([d_zr, d_a_h * r], -1)
-                d_projs[t] = torch.cat([d_zr, d_a_h], -1)
-                dh = dh * z + d_recs[t] @ recurrent.T
-            h_prevs = torch.stack([k[0] for k in kept]).reshape(-1, units)
-            d_rec = torch.stack(d_recs).reshape(-1, 3 * units)
-            d_proj = torch.stack(d_projs).reshape(-1, 3 * units)
+                d_zr = cat([dh * (h_prev - hh), d_a_h * h_h]) * zr * (1 - zr)
+                d_recs[t] = cat([d_zr, d_a_h * r])
+                d_projs[t] = cat([d_zr, d_a_h])
+                dh = dh * z + mm(d_recs[t], recurrent_t)
+            flat = o["reshape"]
+            h_prevs = flat(o["stack"]([k[0] for k in kept]), (-1, units))
+            d_rec = flat(o["stack"](d_recs), (-1, 3 * units))
+            d_proj = flat(o["stack"](d_projs), (-1, 3 * units))
             return (
-                x.reshape(-1, features).T @ d_proj,
-                h_prevs.T @ d_rec,
-                d_proj.sum(0),
-                d_rec.sum(0),
+                mm(o["transpose"](flat(x, (-1, features))), d_proj),
+                mm(o["transpose"](h_prevs), d_rec),
+                o["sum0"](d_proj),
+                o["sum0"](d_rec),
                 d_head,
             )
 
     def autograd_grads():
         """The same gradients by autograd of the loop (slower; the check)."""
-        loss = ((run_forward(False)[0] @ head - y) ** 2).mean()
+        loss = ((mm(run_forward(False)[0], head) - y) ** 2).mean()
         return torch.autograd.grad(loss, params)
 
     def train():
@@ -148,33 +188,43 @@ def main(argv=None):
     config = benchmark.CONFIGS["base"]
     ours = benchmark.build_model(GRU, config)
     x, y = benchmark.make_data(config)
-    floor = floor_calls(torch, benchmark._shape(config))
+    shape = benchmark._shape(config)
+    floors = {
+        "floor": floor_calls(torch, shape),
+        "keras_ops_floor": floor_calls(torch, shape, keras_ops=True),
+    }
     rows = {}
     for i, mode in enumerate(("predict", "train")):
         print(f"[{i + 1}/2] {mode} ...", flush=True)
         (ours_call,) = benchmark.batch_calls([ours], x, y, mode)
         anchor = benchmark._torch_anchor(config, mode)
         times = benchmark.time_interleaved(
-            [ours_call, floor[mode], anchor], repeats=args.repeats
+            [ours_call, floors["floor"][mode], floors["keras_ops_floor"][mode], anchor],
+            repeats=args.repeats,
         )
-        t_ours, t_floor, t_torch = (1e3 * t for t in times)
+        t_ours, t_floor, t_keras_floor, t_torch = (1e3 * t for t in times)
         rows[mode] = {
             "ours_ms": t_ours,
             "floor_ms": t_floor,
+            "keras_ops_floor_ms": t_keras_floor,
             "torch_nn_gru_ms": t_torch,
-            "ours_over_floor": t_ours / t_floor,
+            "ours_over_keras_ops_floor": t_ours / t_keras_floor,
+            "keras_ops_floor_over_floor": t_keras_floor / t_floor,
             "floor_over_torch": t_floor / t_torch,
             "ours_over_torch": t_ours / t_torch,
         }
     print(
-        "\n| mode | ours ms | floor ms | torch.nn.GRU ms | ours/floor |"
-        " floor/torch.nn.GRU | ours/torch.nn.GRU |"
+        "\n| mode | ours ms | keras.ops floor ms | floor ms | torch.nn.GRU ms |"
+        " ours/keras.ops floor | keras.ops floor/floor | floor/torch.nn.GRU |"
+        " ours/torch.nn.GRU |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mode, r in rows.items():
         print(
-            f"| {mode} | {r['ours_ms']:.1f} | {r['floor_ms']:.1f} | "
-            f"{r['torch_nn_gru_ms']:.1f} | {r['ours_over_floor']:.2f} | "
+            f"| {mode} | {r['ours_ms']:.1f} | {r['keras_ops_floor_ms']:.1f} | "
+            f"{r['floor_ms']:.1f} | {r['torch_nn_gru_ms']:.1f} | "
+            f"{r['ours_over_keras_ops_floor']:.2f} | "
+            f"{r['keras_ops_floor_over_floor']:.2f} | "
             f"{r['floor_over_torch']:.2f} | {r['ours_over_torch']:.2f} |"
         )
     out = os.path.relpath(os.path.abspath(args.out), os.path.dirname(HERE))

@@ -402,11 +402,13 @@ def test_torch_floor_writes_out_the_gradients_autograd_gives():
     spec = importlib.util.spec_from_file_location("torch_floor", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    calls = module.floor_calls(torch, dict(batch=3, steps=5, features=4, units=6))
-    for written, auto in zip(calls["grads"](), calls["autograd"]()):
-        np.testing.assert_allclose(written.numpy(), auto.numpy(), atol=1e-6)
-    calls["predict"]()
-    calls["train"]()
+    shape = dict(batch=3, steps=5, features=4, units=6)
+    for keras_ops in (False, True):
+        calls = module.floor_calls(torch, shape, keras_ops=keras_ops)
+        for written, auto in zip(calls["grads"](), calls["autograd"]()):
+            np.testing.assert_allclose(written.numpy(), auto.numpy(), atol=1e-6)
+        calls["predict"]()
+        calls["train"]()
 
 
 def _torch_compile_script():
