@@ -31,6 +31,10 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import results_file  # noqa: E402
+
 # Calls left out of the median of the later steps.
 WARMUP_CALLS = 10
 
@@ -127,13 +131,7 @@ def main(argv=None):
             f"| {row['layer']} | {row['jit_compile']} | {row['first_s']:.1f} "
             f"| {row['step_ms']:.1f} |"
         )
-    # The output path relative to the checkout, as the other reports name it.
-    out = os.path.relpath(os.path.abspath(args.out), os.path.dirname(HERE))
-    report = {"args": dict(vars(args), out=out), "machine": machine, "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwritten: {args.out}")
+    results_file.write(args, machine, rows)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ and `train_on_batch`, all timed interleaved in one process
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -38,6 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import results_file  # noqa: E402
 
 
 def operators(torch, keras_ops=False):
@@ -46,29 +48,21 @@ def operators(torch, keras_ops=False):
     same tensors. Arithmetic (`+`, `*`, `-`) and slicing are PyTorch's in
     both, as in our engine on PyTorch."""
     if keras_ops:
-        from keras import ops
+        from keras import ops as lib
 
-        return dict(
-            mm=ops.matmul,
-            sigmoid=ops.sigmoid,
-            tanh=ops.tanh,
-            cat=lambda xs: ops.concatenate(xs, -1),
-            stack=ops.stack,
-            sum0=lambda a: ops.sum(a, 0),
-            reshape=ops.reshape,
-            transpose=ops.transpose,
-            zeros=ops.zeros,
-        )
+        cat, total, transpose = lib.concatenate, lib.sum, lib.transpose
+    else:
+        lib, cat, total, transpose = torch, torch.cat, torch.sum, torch.t
     return dict(
-        mm=torch.matmul,
-        sigmoid=torch.sigmoid,
-        tanh=torch.tanh,
-        cat=lambda xs: torch.cat(xs, -1),
-        stack=torch.stack,
-        sum0=lambda a: a.sum(0),
-        reshape=torch.reshape,
-        transpose=lambda a: a.T,
-        zeros=torch.zeros,
+        mm=lib.matmul,
+        sigmoid=lib.sigmoid,
+        tanh=lib.tanh,
+        cat=lambda xs: cat(xs, -1),
+        stack=lib.stack,
+        sum0=lambda a: total(a, 0),
+        reshape=lib.reshape,
+        transpose=transpose,
+        zeros=lib.zeros,
     )
 
 
@@ -227,16 +221,7 @@ def main(argv=None):
             f"{r['keras_ops_floor_over_floor']:.2f} | "
             f"{r['floor_over_torch']:.2f} | {r['ours_over_torch']:.2f} |"
         )
-    out = os.path.relpath(os.path.abspath(args.out), os.path.dirname(HERE))
-    report = {
-        "args": dict(vars(args), out=out),
-        "machine": benchmark.machine_info(),
-        "rows": rows,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwritten: {args.out}")
+    results_file.write(args, benchmark.machine_info(), rows)
 
 
 if __name__ == "__main__":
