@@ -190,20 +190,21 @@ def build_model(gru_cls, config):
     layer = gru_cls(s["units"], **config.get("layer", {}))
     if config.get("bidirectional"):
         layer = keras.layers.Bidirectional(layer)
+    # The GRU's input, and with "embedding" or "masking" the layer whose
+    # mask it carries.
     if masked == "embedding":
         inputs = keras.Input((s["steps"],), batch_size=batch, dtype="int32")
         embedded = keras.layers.Embedding(VOCABULARY, s["features"], mask_zero=True)
-        x = layer(embedded(inputs))
+        x = embedded(inputs)
     else:
         inputs = keras.Input((s["steps"], s["features"]), batch_size=batch)
+        x = keras.layers.Masking(0.0)(inputs) if masked == "masking" else inputs
     if masked is True:
         mask = keras.Input((s["steps"],), batch_size=batch, dtype="bool")
-        x = layer(inputs, mask=mask)
+        x = layer(x, mask=mask)
         inputs = [inputs, mask]
-    elif masked == "masking":
-        x = layer(keras.layers.Masking(0.0)(inputs))
-    elif not masked:
-        x = layer(inputs)
+    else:
+        x = layer(x)
     if len(x.shape) == 3:
         x = keras.layers.GlobalAveragePooling1D()(x)
     outputs = keras.layers.Dense(1)(x)
@@ -621,6 +622,16 @@ def is_user_row(name):
     return bool(CONFIGS.get(name, {}).get("user"))
 
 
+def user_report(report):
+    """The `user:` rows of `report` as a report of their own (`machine`,
+    `configs`): those of a later run kept under `user_setups`, else the
+    report's own, else `None`."""
+    if report.get("user_setups"):
+        return report["user_setups"]
+    configs = {n: m for n, m in report["configs"].items() if is_user_row(n)}
+    return {"machine": report["machine"], "configs": configs} if configs else None
+
+
 def _table_rows(configs):
     """The Markdown rows of `configs` (name -> mode -> timings)."""
     rows = []
@@ -643,26 +654,23 @@ def format_table(report):
     """A Markdown table of one backend's report, and apart: its
     `layer_norm` row (its anchors are not keras.layers.GRU), its `user:`
     rows (from this run, or from a later run kept under `user_setups`)."""
-    main, layer_norm, user = {}, {}, {}
+    main, layer_norm = {}, {}
     for name, modes in report["configs"].items():
         if is_layer_norm_row(modes):
             layer_norm[name] = modes
-        elif is_user_row(name):
-            user[name] = modes
-        else:
+        elif not is_user_row(name):
             main[name] = modes
+    user = user_report(report)
     lines = [machine_line(report["machine"])]
     if main or not (layer_norm or user):
         lines += ["", *TABLE_HEAD, *_table_rows(main)]
     if layer_norm:
         lines += ["", format_layer_norm_table(layer_norm)]
-    setups = report.get("user_setups")
-    if setups or user:
+    if user:
         lines += ["", USER_TITLE + ":", ""]
-        if setups:
-            lines += [machine_line(setups["machine"]), ""]
-            user = setups["configs"]
-        lines += [*TABLE_HEAD, *_table_rows(user)]
+        if user["machine"] is not report["machine"]:
+            lines += [machine_line(user["machine"]), ""]
+        lines += [*TABLE_HEAD, *_table_rows(user["configs"])]
     if report.get("streaming"):
         from keras_gru_plus import latency
 

@@ -600,13 +600,13 @@ for title, group, png in (("CPU", cpu, "speed.png"),
         for r in group:
             print(benchmark.format_table(r)); print()
         # The `user:` rows (no static batch size, Adam, masks from layers),
-        # from the run that measured them beside `base` and `masked`.
-        users = [dict(r, configs=r["user_setups"]["configs"])
-                 for r in group if r.get("user_setups")]
+        # from the run that measured them (`benchmark.user_report`).
+        users = [u for u in map(benchmark.user_report, group) if u]
         if users:
             print(f"{title}, the models users write:")
-            benchmark.plot(users, png.replace(".png", "_user.png"))
-            display(Image(png.replace(".png", "_user.png")))
+            user_png = png.replace(".png", "_user.png")
+            benchmark.plot(users, user_png)
+            display(Image(user_png))
 """),
 ]
 

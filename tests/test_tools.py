@@ -351,7 +351,7 @@ def test_keras_built_layer_norm_cell_matches_ours(monkeypatch):
     assert np.abs(sequences(ours) - sequences(plain)).max() > 1e-2
 
 
-USER_ROWS = [n for n in benchmark.CONFIGS if benchmark.CONFIGS[n].get("user")]
+USER_ROWS = [n for n in benchmark.CONFIGS if benchmark.is_user_row(n)]
 
 
 @pytest.mark.parametrize("name", USER_ROWS)
@@ -394,14 +394,9 @@ def test_user_rows_build_the_models_users_write(monkeypatch, name):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the floor is PyTorch's")
 def test_torch_floor_writes_out_the_gradients_autograd_gives():
-    import importlib.util
-
     import torch
 
-    path = os.path.join(ROOT, "benchmarks", "torch_floor.py")
-    spec = importlib.util.spec_from_file_location("torch_floor", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_script("torch_floor")
     shape = dict(batch=3, steps=5, features=4, units=6)
     for keras_ops in (False, True):
         calls = module.floor_calls(torch, shape, keras_ops=keras_ops)
@@ -411,12 +406,12 @@ def test_torch_floor_writes_out_the_gradients_autograd_gives():
         calls["train"]()
 
 
-def _torch_compile_script():
-    """`benchmarks/torch_compile.py`, imported from its path."""
+def _benchmark_script(name):
+    """`benchmarks/<name>.py`, imported from its path."""
     import importlib.util
 
-    path = os.path.join(ROOT, "benchmarks", "torch_compile.py")
-    spec = importlib.util.spec_from_file_location("torch_compile", path)
+    path = os.path.join(ROOT, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -424,7 +419,7 @@ def _torch_compile_script():
 
 def test_torch_compile_script_refuses_too_few_calls(capsys):
     with pytest.raises(SystemExit):
-        _torch_compile_script().main(["--calls", "10"])
+        _benchmark_script("torch_compile").main(["--calls", "10"])
     assert "--calls: expected more than 10, got 10" in capsys.readouterr().err
 
 
@@ -432,7 +427,7 @@ def test_torch_compile_script_refuses_too_few_calls(capsys):
 def test_torch_compile_script_times_a_fresh_process():
     # The script's runs are Keras on PyTorch, whatever this suite's backend.
     pytest.importorskip("torch")
-    script = _torch_compile_script()
+    script = _benchmark_script("torch_compile")
     args = argparse.Namespace(steps=4, units=3, features=2, batch=2, calls=12)
     for layer_name in ("ours", "builtin"):
         measured = script.run_one(layer_name, False, args)
