@@ -36,3 +36,19 @@ def plans():
     """The list of the plans chosen during the test."""
     with policy.recording() as chosen:
         yield chosen
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Lists how long each distributed training test's processes took
+    (the `distributed` property they record)."""
+    lines = [
+        f"{report.nodeid}: {value}"
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call"
+        for name, value in report.user_properties
+        if name == "distributed"
+    ]
+    if lines:
+        terminalreporter.section("distributed training")
+        for line in lines:
+            terminalreporter.write_line(line)

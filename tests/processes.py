@@ -43,9 +43,10 @@ def environment(**extra):
     }
 
 
-def run(script, runs, timeout):
+def run(script, runs, timeout, cwd=None):
     """Runs `python SCRIPT ARGS...` once per `(args, env)` in `runs`, all at
-    once, and returns their `(stdout, stderr)`.
+    once, in folder `cwd` (a temporary one by default), and returns their
+    `(stdout, stderr)`.
 
     Raises `AssertionError`, with the end of every process's error output,
     when one exits non-zero or when they are not all done within `timeout`
@@ -64,7 +65,7 @@ def run(script, runs, timeout):
                     stdout=out,
                     stderr=err,
                     env=env,
-                    cwd=folder,
+                    cwd=cwd or folder,
                 )
             )
         deadline = time.monotonic() + timeout

@@ -61,10 +61,10 @@ def main(argv):
     if mode != "single":
         _join(rank, size, port)
 
+    import distributed_model as shared
     import keras
     import numpy as np
 
-    import distributed_model as shared
     import keras_gru_plus
 
     x, y = shared.data()
@@ -99,7 +99,7 @@ def main(argv):
 
     def train():
         model = shared.build(keras, keras_gru_plus.GRU)
-        initial.extend(model.get_weights())
+        initial.extend(np.asarray(_gathered(v)) for v in model.weights)
         model.compile(keras.optimizers.SGD(shared.LEARNING_RATE), "mse")
         model.fit(
             x, y, batch_size=batch, epochs=shared.EPOCHS, shuffle=False, verbose=0

@@ -65,11 +65,10 @@ def main(argv):
     mode, out = argv[1], argv[2]
     strategy, rank = _strategy(mode, argv)
 
+    import distributed_model as shared
     import keras
-    import numpy as np
     import tensorflow as tf
 
-    import distributed_model as shared
     import keras_gru_plus
 
     x, y = shared.data()

@@ -28,11 +28,11 @@ def main(argv):
     mode, out = argv[1], argv[2]
     rank, size, port = (int(a) for a in argv[3:6]) if len(argv) > 3 else (0, 1, 0)
 
+    import distributed_model as shared
     import keras
     import numpy as np
     import torch
 
-    import distributed_model as shared
     import keras_gru_plus
 
     torch.set_num_threads(1)
