@@ -1,10 +1,15 @@
-"""Runs the distributed training scripts of `tests/scripts/` as real
-processes on this machine: loopback addresses only, every process bounded
-in time and ended with the others when one fails, so that no test can hang
-on a peer that died (a collective waits for its peers forever)."""
+"""Runs the distributed training scripts of `tests/scripts/` (and the
+README's recipes) as real processes on this machine.
+
+The processes address each other at 127.0.0.1 only. Every run is bounded
+in time: when one process fails or the time is up, all of them are ended
+at once with their children (a collective waits for its peers forever, so
+a peer left behind would never stop), and their error output is reported.
+"""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +22,7 @@ CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def free_ports(count):
     """`count` distinct TCP ports free on 127.0.0.1 now (each was bound,
-    then released, for the scripts' coordinators and workers)."""
+    then released: take them just before starting the processes)."""
     sockets = []
     try:
         for _ in range(count):
@@ -31,66 +36,89 @@ def free_ports(count):
 
 
 def environment(**extra):
-    """The scripts' environment: this one, the checkout importable, one
-    thread per operation (two processes share two cores), and `extra`."""
-    path = os.pathsep.join([CHECKOUT, os.environ.get("PYTHONPATH", "")])
-    return {
-        **os.environ,
-        "PYTHONPATH": path,
-        "OMP_NUM_THREADS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        **extra,
-    }
+    """The scripts' environment: this one, with the checkout importable,
+    CPUs only (the single-device reference and the distributed run compute
+    alike on a GPU machine too), gloo on the loopback interface, and
+    `extra`.
+
+    `OMP_NUM_THREADS` stays the caller's, 1 by default: two processes share
+    two cores here. TensorFlow keeps its warnings and errors (level 2),
+    which name what a failed collective waited for.
+    """
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # a forced host device count would add devices
+    paths = [CHECKOUT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env.update(
+        PYTHONPATH=os.pathsep.join(paths),
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        CUDA_VISIBLE_DEVICES="",
+        JAX_PLATFORMS="cpu",
+        GLOO_SOCKET_IFNAME="lo",
+        PYTHONFAULTHANDLER="1",
+    )
+    env.update(extra)
+    return env
 
 
 def run(script, runs, timeout, cwd=None):
-    """Runs `python SCRIPT ARGS...` once per `(args, env)` in `runs`, all at
-    once, in folder `cwd` (a temporary one by default), and returns their
-    `(stdout, stderr)`.
+    """Runs a script in several processes at once.
 
-    Raises `AssertionError`, with the end of every process's error output,
-    when one exits non-zero or when they are not all done within `timeout`
-    seconds; the others are then ended at once.
+    Args:
+        script: a file name in `tests/scripts/`, or a path.
+        runs: one `(args, env)` per process: `python SCRIPT *args` runs
+            with the environment `env`.
+        timeout: seconds for all of them together.
+        cwd: their working folder; a temporary one by default.
+
+    Returns:
+        The `(stdout, stderr)` of each process, in the order of `runs`.
+
+    Raises:
+        AssertionError: a process exited non-zero, or they were not all
+            done within `timeout` seconds. The others are ended at once
+            (each process leads a process group of its own, ended whole),
+            and the message holds the end of every process's error output.
     """
     path = os.path.join(SCRIPTS, script)
     with tempfile.TemporaryDirectory() as folder:
         logs, procs = [], []
-        for i, (args, env) in enumerate(runs):
-            out = open(os.path.join(folder, f"{i}.out"), "w+")
-            err = open(os.path.join(folder, f"{i}.err"), "w+")
-            logs.append((out, err))
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, path, *map(str, args)],
-                    stdout=out,
-                    stderr=err,
-                    env=env,
-                    cwd=cwd or folder,
-                )
-            )
-        deadline = time.monotonic() + timeout
         failure = None
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0) for p in procs):
-                failure = "a process failed"
-                break
-            if time.monotonic() > deadline:
-                failure = f"not done within {timeout} s"
-                break
-            time.sleep(0.2)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        if failure is None and any(p.returncode for p in procs):
-            failure = "a process failed"
-        texts = []
-        for out, err in logs:
-            out.seek(0)
-            err.seek(0)
-            texts.append((out.read(), err.read()))
-            out.close()
-            err.close()
+        try:
+            for i, (args, env) in enumerate(runs):
+                logs.append(
+                    tuple(
+                        open(
+                            os.path.join(folder, f"{i}.{kind}"),
+                            "w+",
+                            encoding="utf-8",
+                            errors="replace",
+                        )
+                        for kind in ("out", "err")
+                    )
+                )
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, path, *map(str, args)],
+                        stdout=logs[-1][0],
+                        stderr=logs[-1][1],
+                        # The scripts' own limit (`limit_lifetime`), past
+                        # this one: they stop even where this process died.
+                        env={**env, "SCRIPT_TIME_LIMIT": str(timeout + 30)},
+                        cwd=cwd or folder,
+                        start_new_session=True,
+                    )
+                )
+            failure = _wait(procs, timeout)
+        finally:
+            _end(procs)
+            texts = []
+            for out, err in logs:
+                out.seek(0)
+                err.seek(0)
+                texts.append((out.read(), err.read()))
+                out.close()
+                err.close()
     if failure:
         report = "\n".join(
             f"--- {script} {runs[i][0]}: exit {p.returncode}\n{err[-3000:]}"
@@ -98,6 +126,31 @@ def run(script, runs, timeout, cwd=None):
         )
         raise AssertionError(f"{script}: {failure}\n{report}")
     return texts
+
+
+def _wait(procs, timeout):
+    """`None` once every process exited 0, else why not (as soon as one
+    fails, or when `timeout` seconds are up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [p.poll() for p in procs]
+        if any(code not in (None, 0) for code in codes):
+            return "a process failed"
+        if all(code == 0 for code in codes):
+            return None
+        if time.monotonic() > deadline:
+            return f"not done within {timeout} s"
+        time.sleep(0.2)
+
+
+def _end(procs):
+    """Ends every process still running, with the processes it started."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group has ended already
+            pass
+        p.wait()
 
 
 def facts(stdout):

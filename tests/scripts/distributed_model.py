@@ -9,10 +9,15 @@ same global batches in the same order: any difference is the engine's.
 The model holds what the engines must carry through our layer: a masked
 input (`Masking`, right padding of several lengths), a `Bidirectional`
 GRU returning sequences, then a GRU with `reset_after=False` and
-`layer_norm=True`, each trained through the hand-written backward pass.
+`layer_norm=True`, each trained through the hand-written backward pass
+(the scripts report the runners the engine's plans chose: `"bptt"`).
+
+Each script runs as `SCRIPT MODE OUT [RANK SIZE PORTS]` (`args`).
 """
 
+import faulthandler
 import json
+import os
 import time
 
 import numpy as np
@@ -23,9 +28,28 @@ SAMPLES = 32
 GLOBAL_BATCH = 8
 LEARNING_RATE = 0.1
 EPOCHS = 2
-# Regular expressions (matched from the start of a variable's path) of the
-# fused kernels that `ModelParallel` shards along their `3 * units` axis.
+# Regular expressions of the fused kernels that `ModelParallel` shards along
+# their `3 * units` axis, matched against a variable's whole path (Keras
+# 3.10: anywhere in it).
 SHARDED_KERNELS = (".*/gru_cell/kernel", ".*/gru_cell/recurrent_kernel")
+
+
+def limit_lifetime():
+    """Ends this process, printing every thread's stack, after the seconds
+    in `SCRIPT_TIME_LIMIT` (`tests/processes.run` sets them): a script
+    stops by itself even where its launcher died."""
+    limit = os.environ.get("SCRIPT_TIME_LIMIT")
+    if limit:
+        faulthandler.dump_traceback_later(float(limit), exit=True)
+
+
+def args(argv):
+    """`(mode, out, rank, size, ports)` from `SCRIPT MODE OUT [RANK SIZE
+    PORTS]`, `PORTS` one or more comma-separated; one process without."""
+    mode, out = argv[1], argv[2]
+    if len(argv) == 3:
+        return mode, out, 0, 1, []
+    return mode, out, int(argv[3]), int(argv[4]), [int(p) for p in argv[5].split(",")]
 
 
 def data():
@@ -76,17 +100,18 @@ def local_part(array, rank, size):
     return np.concatenate(parts)
 
 
-def save(path, weights, started, initial=None, **facts):
+def save(path, weights, initial, plans, started, **facts):
     """Writes the trained `weights` (NumPy arrays, in `model.weights`
-    order) to `path` and prints a JSON line with the seconds since
-    `started`, `facts`, and with the `initial` weights how far training
-    moved them (`weights_moved`, the largest change)."""
+    order) to `path` and prints a JSON line: the seconds since `started`,
+    `facts`, how far training moved the weight that moved least from the
+    `initial` weights (`smallest_move`, its largest change), and the
+    runners of the engine's `plans` (`keras_gru_plus.policy.recording`)."""
     weights = [np.asarray(w) for w in weights]
     np.savez(path, *weights)
-    if initial is not None:
-        facts["weights_moved"] = max(
-            float(np.max(np.abs(w - np.asarray(w0)))) for w, w0 in zip(weights, initial)
-        )
+    facts["smallest_move"] = min(
+        float(np.max(np.abs(w - np.asarray(w0)))) for w, w0 in zip(weights, initial)
+    )
+    facts["runners"] = sorted({plan.runner for plan in plans})
     print(
         json.dumps(
             {"seconds": round(time.perf_counter() - started, 2), **facts},

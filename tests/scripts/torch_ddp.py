@@ -5,12 +5,15 @@ process or as one of several joined by `torch.distributed` (gloo).
     python torch_ddp.py ddp OUT.npz RANK SIZE PORT
 
 Both run the custom training loop of Keras' PyTorch distributed guide: the
-Keras model is a `torch.nn.Module`, trained by a `torch.optim.SGD` over its
+Keras model is a `torch.nn.Module`, called with `training=True` (a bare
+call runs in inference mode, and the layer's inference loops have no
+hand-written backward pass), trained by a `torch.optim.SGD` over its
 parameters with `torch.nn.MSELoss`. `single`: one process, the global
-batches: the reference. `ddp`: SIZE processes joined through 127.0.0.1:PORT
-(gloo, CPU), the model inside `torch.nn.parallel.DistributedDataParallel`,
-each process on its slice of every global batch; DDP averages the
-gradients over the processes, which makes them the global batch's.
+batches: the reference. `ddp`: SIZE processes joined through
+127.0.0.1:PORT (gloo, CPU), the model inside
+`torch.nn.parallel.DistributedDataParallel`, each process on its part of
+every global batch; DDP averages the gradients over the processes, which
+makes them the global batch's.
 
 Process 0 writes the trained weights to OUT.npz and prints a JSON line.
 """
@@ -19,27 +22,27 @@ import os
 import sys
 import time
 
-os.environ["KERAS_BACKEND"] = "torch"
+import distributed_model as shared
 
 STARTED = time.perf_counter()
+shared.limit_lifetime()
+os.environ["KERAS_BACKEND"] = "torch"
 
 
 def main(argv):
-    mode, out = argv[1], argv[2]
-    rank, size, port = (int(a) for a in argv[3:6]) if len(argv) > 3 else (0, 1, 0)
+    mode, out, rank, size, ports = shared.args(argv)
 
-    import distributed_model as shared
     import keras
     import numpy as np
     import torch
 
     import keras_gru_plus
+    from keras_gru_plus import policy
 
-    torch.set_num_threads(1)
     if mode == "ddp":
         torch.distributed.init_process_group(
             "gloo",
-            init_method=f"tcp://127.0.0.1:{port}",
+            init_method=f"tcp://127.0.0.1:{ports[0]}",
             rank=rank,
             world_size=size,
         )
@@ -49,7 +52,7 @@ def main(argv):
     x, y = shared.data()
     if mode == "ddp":
         x, y = shared.local_part(x, rank, size), shared.local_part(y, rank, size)
-    batch = len(x) * shared.GLOBAL_BATCH // shared.SAMPLES
+    batch = shared.GLOBAL_BATCH // size
 
     model = shared.build(keras, keras_gru_plus.GRU)
     initial = model.get_weights()
@@ -59,32 +62,29 @@ def main(argv):
     optimizer = torch.optim.SGD(trained.parameters(), lr=shared.LEARNING_RATE)
     loss_fn = torch.nn.MSELoss()
     inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(shared.EPOCHS):
-        for start in range(0, len(inputs), batch):
-            outputs = trained(inputs[start : start + batch])
-            loss = loss_fn(outputs, targets[start : start + batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    with policy.recording() as plans:
+        for _ in range(shared.EPOCHS):
+            for start in range(0, len(inputs), batch):
+                outputs = trained(inputs[start : start + batch], training=True)
+                loss = loss_fn(outputs, targets[start : start + batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
     facts = {"mode": mode, "processes": size, "torch": torch.__version__}
     if mode == "ddp":
+        # The parameters whose gradients DDP all-reduces.
         facts["ddp_parameters"] = sum(
             1 for p in trained.parameters() if p.requires_grad
         )
         # DDP's reducer is released before its process group, and the
         # processes leave together: one left behind while the other's
-        # group shut down hung at exit in 2 runs of 11 (none in 8 since).
+        # group shut down hung at exit in 2 runs of 11.
         del trained
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if rank == 0:
-        shared.save(
-            out,
-            [np.asarray(w) for w in model.get_weights()],
-            STARTED,
-            initial=initial,
-            **facts,
-        )
+        weights = [np.asarray(w) for w in model.get_weights()]
+        shared.save(out, weights, initial, plans, STARTED, **facts)
 
 
 if __name__ == "__main__":
