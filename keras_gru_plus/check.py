@@ -51,6 +51,7 @@ import keras
 import numpy as np
 
 from keras_gru_plus import policy
+from keras_gru_plus import recurrence
 from keras_gru_plus.gru import GRU
 
 TOLERANCE = 1e-5
@@ -365,6 +366,10 @@ def engine_paths(kwargs, mask_kind, backend=None):
                 return_sequences=values["return_sequences"],
                 unroll=values["unroll"],
                 known_slopes=slopes,
+                gate_can_hold=recurrence.gate_can_hold(
+                    keras.activations.get(values["activation"]),
+                    keras.activations.get(values["recurrent_activation"]),
+                ),
             )
             groups = None
             if chosen.runner == "bptt" and current.indexed_loops:

@@ -79,6 +79,10 @@ class BackendPolicy:
             while the backend's graph compiler traces the call
             (`tracing.compiler_tracing`: PyTorch's `torch.compile`, which
             Keras applies with `jit_compile=True`).
+        hold_by_gate: whether the inference loops hold masked steps through
+            the update gate (`recurrence.held_by_gate`: a select on the
+            inputs, off the chain of steps) rather than by a select on the
+            state in every step.
     """
 
     block_steps: int
@@ -97,6 +101,7 @@ class BackendPolicy:
     step_gate_means: str = "reduce"
     step_compiler: str = "jax_jit"
     compiled: tuple = ()
+    hold_by_gate: bool = False
 
 
 # Every backend, long sequences: blocks of 100 steps from 200 steps on.
@@ -192,6 +197,15 @@ POLICIES = {
         # A step of GRU(128) through `tf.function`: 213 us at batch 1 and
         # 283 us at batch 32 with XLA, 320 and 382 us without.
         step_compiler="tf_xla",
+        # Masked steps held through the update gate: the select leaves the
+        # chain of steps of TensorFlow's `while_loop` (where it measured
+        # about 25 us a step) for the inputs, which the loop runs ahead.
+        # `benchmarks/compare.py` against the select, 15 repeats: predict
+        # `masked` 13.6 -> 9.4 ms, `user: Masking` 13.1 -> 9.5, `user:
+        # Embedding(mask_zero)` 12.5 -> 8.8; training and `base` unchanged.
+        # On JAX (XLA fuses the select into the step) and PyTorch (the same
+        # number of kernels) it measured 0.99-1.03 and 0.99-1.06: off there.
+        hold_by_gate=True,
     ),
     "torch": BackendPolicy(
         block_steps=LONG_BLOCK_STEPS,
@@ -347,6 +361,10 @@ class Plan:
             too).
         split_gates: the projected inputs go per gate (see `BackendPolicy`).
         parallel: steps (or blocks of steps) of a loop that may run at once.
+        hold: how masked steps keep the state: `"select"` (a select on the
+            state in every step) or `"gate"` (the inference runners: the
+            masked steps' inputs set the update gate to 1,
+            `recurrence.held_by_gate`).
     """
 
     runner: str
@@ -355,6 +373,7 @@ class Plan:
     block_loop: str = "scan"
     split_gates: bool = False
     parallel: int = 1
+    hold: str = "select"
 
 
 def plan(
@@ -364,6 +383,7 @@ def plan(
     unroll=False,
     recurrent_mask_count=0,
     known_slopes=True,
+    gate_can_hold=False,
 ):
     """The `Plan` of one call, chosen from the current policy.
 
@@ -376,13 +396,19 @@ def plan(
             (one per gate, `implementation=1`).
         known_slopes: whether both activations have a slope the
             hand-written backward pass knows (`bptt.supports`).
+        gate_can_hold: whether masked steps can hold the state through the
+            update gate (`recurrence.gate_can_hold`).
 
-    Masks do not change the plan: every loop selects the state per step.
+    Masks do not change the plan: the inference runners hold masked steps
+    through the update gate where the policy's `hold_by_gate` and
+    `gate_can_hold` allow (a select-free chain of steps), every other loop
+    selects the state per step.
     """
     policy = current()
     long_block = whole_blocks(n_steps, policy.block_steps)
     block = long_block or whole_blocks(n_steps, policy.short_block_steps)
     split = policy.split_gates
+    hold = "gate" if policy.hold_by_gate and gate_can_hold else "select"
     if unroll:
         chosen = Plan("unrolled", split_gates=split)
     elif not training and policy.project_in_step:
@@ -392,10 +418,14 @@ def plan(
         else:
             groups, parallel = None, 1
         chosen = Plan(
-            "step_projection", block=groups, split_gates=split, parallel=parallel
+            "step_projection",
+            block=groups,
+            split_gates=split,
+            parallel=parallel,
+            hold=hold,
         )
     elif not training:
-        chosen = Plan("inference", block=block, split_gates=split)
+        chosen = Plan("inference", block=block, split_gates=split, hold=hold)
     elif known_slopes and recurrent_mask_count <= 1:
         short = block is not None and long_block is None
         chosen = Plan(

@@ -489,12 +489,17 @@ def gru_step(
     spec,
     recurrent_masks=None,
     recurrent_norm=None,
+    exact_hold=False,
 ):
     """One GRU step from the projected inputs `x` `(batch, 3 * units)` (or
     split per gate), as `gate_values` takes them.
 
     Recurrent dropout masks multiply the state entering the recurrent
     matmul only; the interpolation uses the undropped `h_tm1`, as in Keras.
+
+    With `exact_hold`, the mix is written `z * h + (1 - z) * hh`, which
+    gives `h` exactly where `z == 1` (the masked steps of `held_by_gate`);
+    the one-product form is off by a rounding of `hh` there.
 
     Returns:
         The new state `h`, `(batch, units)`.
@@ -513,8 +518,69 @@ def gru_step(
         recurrent_norm,
     )
     # Previous state and candidate mixed by the update gate:
-    # z * h + (1 - z) * hh, written with one product.
+    # z * h + (1 - z) * hh, written with one product unless exact_hold.
+    if exact_hold:
+        return gates.z * h_tm1 + (1 - gates.z) * gates.hh
     return gates.hh + gates.z * (h_tm1 - gates.hh)
+
+
+# Activations that reach exactly 1 at +inf, so that an update gate given an
+# infinite pre-activation is 1 (`held_by_gate`) ...
+SATURATE_AT_ONE = (
+    activations.sigmoid,
+    activations.hard_sigmoid,
+    activations.tanh,
+    ops.sigmoid,
+    ops.hard_sigmoid,
+    ops.tanh,
+)
+# ... and activations finite wherever their input is, so that the candidate
+# of such a step, multiplied by `1 - z == 0`, adds exactly nothing.
+FINITE = SATURATE_AT_ONE + (
+    activations.relu,
+    activations.linear,
+    activations.softsign,
+    ops.relu,
+    ops.softsign,
+)
+
+
+def gate_can_hold(activation, recurrent_activation):
+    """Whether masked steps can hold the state through the update gate
+    (`held_by_gate`): the recurrent activation saturates at exactly 1 and
+    the activation keeps finite values finite."""
+    return recurrent_activation in SATURATE_AT_ONE and activation in FINITE
+
+
+def held_by_gate(arrays, keep, units):
+    """The projected inputs with masked steps set to hold the state.
+
+    Where `keep` is False, the update gate's pre-activation becomes `+inf`
+    and the other gates' inputs 0: `z = recurrent_activation(inf) = 1`, the
+    candidate is finite (whatever the step's inputs held, NaN included), and
+    `gru_step(..., exact_hold=True)` returns the previous state exactly.
+    So a loop needs no select on the state, which sits on the chain of
+    steps; this select works on inputs, off that chain (vectorized over the
+    sequence, or run ahead by the loop).
+
+    Args:
+        arrays: a tuple: one packed `(..., 3 * units)` array, or three per
+            gate `(x_z, x_r, x_h)`.
+        keep: booleans `(..., 1)`, broadcast over the units.
+        units: the layer's units.
+    """
+    if len(arrays) == 3:
+        x_z, x_r, x_h = arrays
+        return (
+            ops.where(keep, x_z, float("inf")),
+            ops.where(keep, x_r, 0),
+            ops.where(keep, x_h, 0),
+        )
+    (x,) = arrays
+    held = ops.concatenate(
+        [ops.full((units,), float("inf"), x.dtype), ops.zeros((2 * units,), x.dtype)]
+    )
+    return (ops.where(keep, x, held),)
 
 
 def kernel_parts(recurrent_kernel, reset_after):

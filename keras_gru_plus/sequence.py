@@ -11,7 +11,9 @@
 
 Every runner's loop carries the state alone and emits the state after
 each step, so the carry and the emitted value share one structure, as
-Keras' TensorFlow `scan` requires.
+Keras' TensorFlow `scan` requires. A masked step keeps the state by a
+select on it, or in the inference runners, where the plan says
+`hold="gate"`, through its inputs (`recurrence.held_by_gate`).
 """
 
 from keras import ops
@@ -71,6 +73,9 @@ def run_sequence(
         unroll,
         recurrent_mask_count=len(weights.recurrent_masks or ()),
         known_slopes=bptt.supports(spec),
+        gate_can_hold=recurrence.gate_can_hold(
+            spec.activation, spec.recurrent_activation
+        ),
     )
     if mask is not None:
         mask = ops.cast(mask, "bool")
@@ -84,10 +89,11 @@ def run_sequence(
     )
 
 
-def _step_function(weights, spec, masked, split):
+def _step_function(weights, spec, masked, split, exact_hold=False):
     """The loop step `(h, xs_t) -> (h_next, h_next)`: `xs_t` holds the
     step's projected inputs (one packed array, or three per gate with
-    `split`), then its mask `(batch, 1)` if `masked`."""
+    `split`), then its mask `(batch, 1)` if `masked`. `exact_hold`: the
+    inputs hold masked steps through the update gate (`_loop_inputs`)."""
     step_kernel = recurrence.kernel_parts(weights.recurrent_kernel, spec.reset_after)
     norms = recurrence.recurrent_norms(weights, spec)
 
@@ -101,6 +107,7 @@ def _step_function(weights, spec, masked, split):
             spec,
             weights.recurrent_masks,
             norms,
+            exact_hold,
         )
         if masked:
             h_next = ops.where(xs_t[-1], h_next, h)
@@ -109,11 +116,18 @@ def _step_function(weights, spec, masked, split):
     return step
 
 
-def _loop_inputs(x, weights, spec, mask, split):
+def _loop_inputs(x, weights, spec, mask, split, hold="select"):
     """The arrays a loop takes: the projection of `x` (split per gate with
-    `split`), then the mask `(time, batch, 1)` if any."""
+    `split`), then the mask `(time, batch, 1)` if any. With `hold="gate"`
+    the mask goes into the projection instead (`recurrence.held_by_gate`)
+    and no mask array follows."""
     arrays = recurrence.projected_arrays(x, weights, spec, split)
-    return arrays + (() if mask is None else (ops.expand_dims(mask, -1),))
+    if mask is None:
+        return arrays
+    keep = ops.expand_dims(mask, -1)
+    if hold == "gate":
+        return recurrence.held_by_gate(arrays, keep, spec.units)
+    return arrays + (keep,)
 
 
 def _unrolled(plan, x, h0, weights, spec, mask, return_sequences):
@@ -140,7 +154,7 @@ def _inference(plan, x, h0, weights, spec, mask, return_sequences):
     """Inference, one block of steps at a time (`plan.block`; `None`: the
     whole sequence): the block's projection is one matmul, its steps a loop
     (a state-only loop without `return_sequences`)."""
-    step = _step_function(weights, spec, mask is not None, plan.split_gates)
+    step = _held_step(plan, weights, spec, mask)
 
     def run_block(h, parts):
         arrays = _loop_inputs(
@@ -149,6 +163,7 @@ def _inference(plan, x, h0, weights, spec, mask, return_sequences):
             spec,
             parts[1] if mask is not None else None,
             plan.split_gates,
+            plan.hold,
         )
         if not return_sequences:
             return scan.final_carry(step, h, arrays), (), ()
@@ -171,12 +186,15 @@ def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
     steps, which do not wait on the state, run beside the recurrence.
     With `return_sequences`, over blocks of `plan.block` unrolled steps
     when the plan has them."""
-    step = _step_function(weights, spec, mask is not None, plan.split_gates)
-    xs = (x,) + (() if mask is None else (ops.expand_dims(mask, -1),))
+    step = _held_step(plan, weights, spec, mask)
+    xs = (x,) + (() if mask is None else (mask,))
 
     def projected_step(h, xs_t):
-        arrays = _loop_inputs(xs_t[0], weights, spec, None, plan.split_gates)
-        return step(h, arrays + tuple(xs_t[1:]))
+        mask_t = xs_t[1] if len(xs_t) > 1 else None
+        arrays = _loop_inputs(
+            xs_t[0], weights, spec, mask_t, plan.split_gates, plan.hold
+        )
+        return step(h, arrays)
 
     if not return_sequences:
         return scan.final_carry(projected_step, h0, xs), None
@@ -185,6 +203,15 @@ def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
             projected_step, h0, xs, plan.block, parallel=plan.parallel
         )
     return scan.scan(projected_step, h0, xs, parallel=plan.parallel)
+
+
+def _held_step(plan, weights, spec, mask):
+    """The step of an inference runner: masked steps hold the state by a
+    select on it, or (`plan.hold == "gate"`) through their inputs."""
+    gate = plan.hold == "gate" and mask is not None
+    return _step_function(
+        weights, spec, mask is not None and not gate, plan.split_gates, gate
+    )
 
 
 # The runners by the names the plans give (`policy.RUNNERS`). Each takes

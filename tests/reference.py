@@ -28,6 +28,7 @@ ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
     "linear": lambda x: x,
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
     None: lambda x: x,
 }
 
