@@ -366,9 +366,11 @@ def engine_paths(kwargs, mask_kind, backend=None):
                 return_sequences=values["return_sequences"],
                 unroll=values["unroll"],
                 known_slopes=slopes,
-                gate_can_hold=recurrence.gate_can_hold(
+                gate_can_hold=mask_kind != "none"
+                and recurrence.gate_can_hold(
                     keras.activations.get(values["activation"]),
                     keras.activations.get(values["recurrent_activation"]),
+                    "float32",
                 ),
             )
             groups = None

@@ -396,12 +396,13 @@ def plan(
             (one per gate, `implementation=1`).
         known_slopes: whether both activations have a slope the
             hand-written backward pass knows (`bptt.supports`).
-        gate_can_hold: whether masked steps can hold the state through the
-            update gate (`recurrence.gate_can_hold`).
+        gate_can_hold: whether the call has a mask and its masked steps can
+            hold the state through the update gate
+            (`recurrence.gate_can_hold`).
 
-    Masks do not change the plan: the inference runners hold masked steps
-    through the update gate where the policy's `hold_by_gate` and
-    `gate_can_hold` allow (a select-free chain of steps), every other loop
+    A mask changes one field of the plan: the inference runners hold masked
+    steps through the update gate where the policy's `hold_by_gate` and
+    `gate_can_hold` allow (a select-free chain of steps); every other loop
     selects the state per step.
     """
     policy = current()

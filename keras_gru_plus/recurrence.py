@@ -103,6 +103,7 @@ from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
+import keras
 from keras import activations
 from keras import ops
 
@@ -524,32 +525,47 @@ def gru_step(
     return gates.hh + gates.z * (h_tm1 - gates.hh)
 
 
-# Activations that reach exactly 1 at +inf, so that an update gate given an
-# infinite pre-activation is 1 (`held_by_gate`) ...
+# Update-gate activations with values in [0, 1] that reach exactly 1 at
+# +inf, so that an update gate given an infinite pre-activation is 1
+# (`held_by_gate`) and the state stays bounded by the candidates' bound ...
 SATURATE_AT_ONE = (
     activations.sigmoid,
     activations.hard_sigmoid,
-    activations.tanh,
     ops.sigmoid,
     ops.hard_sigmoid,
-    ops.tanh,
 )
-# ... and activations finite wherever their input is, so that the candidate
-# of such a step, multiplied by `1 - z == 0`, adds exactly nothing.
-FINITE = SATURATE_AT_ONE + (
-    activations.relu,
-    activations.linear,
+# ... and bounded candidate activations, so that the candidate of a held
+# step, multiplied by `1 - z == 0`, adds exactly nothing (an unbounded one,
+# relu or linear, can grow the state until `h R` overflows).
+BOUNDED = (
+    activations.tanh,
+    activations.sigmoid,
+    activations.hard_sigmoid,
     activations.softsign,
-    ops.relu,
+    ops.tanh,
+    ops.sigmoid,
+    ops.hard_sigmoid,
     ops.softsign,
 )
 
 
-def gate_can_hold(activation, recurrent_activation):
+def gate_can_hold(activation, recurrent_activation, dtype):
     """Whether masked steps can hold the state through the update gate
-    (`held_by_gate`): the recurrent activation saturates at exactly 1 and
-    the activation keeps finite values finite."""
-    return recurrent_activation in SATURATE_AT_ONE and activation in FINITE
+    (`held_by_gate`): the recurrent activation saturates at exactly 1, the
+    activation is bounded, and the compute dtype is not float16.
+
+    A held step still computes `h R` (and the candidate) before `1 - z == 0`
+    discards it; where that overflows to inf the product is NaN, where the
+    select of the other loops keeps `h`. With bounded candidates the state
+    stays within their bound (or the initial state's), whose products
+    overflow float32 and bfloat16 only for states near 1e36, float16's at
+    65504 already: float16 keeps the select.
+    """
+    return (
+        recurrent_activation in SATURATE_AT_ONE
+        and activation in BOUNDED
+        and keras.backend.standardize_dtype(dtype) != "float16"
+    )
 
 
 def held_by_gate(arrays, keep, units):

@@ -73,8 +73,9 @@ def run_sequence(
         unroll,
         recurrent_mask_count=len(weights.recurrent_masks or ()),
         known_slopes=bptt.supports(spec),
-        gate_can_hold=recurrence.gate_can_hold(
-            spec.activation, spec.recurrent_activation
+        gate_can_hold=mask is not None
+        and recurrence.gate_can_hold(
+            spec.activation, spec.recurrent_activation, initial_state.dtype
         ),
     )
     if mask is not None:
@@ -187,10 +188,12 @@ def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
     With `return_sequences`, over blocks of `plan.block` unrolled steps
     when the plan has them."""
     step = _held_step(plan, weights, spec, mask)
-    xs = (x,) + (() if mask is None else (mask,))
+    # The mask `(time, batch, 1)`, as `scan`'s packing of arrays of unknown
+    # length (`scan._pack`) takes it.
+    xs = (x,) + (() if mask is None else (ops.expand_dims(mask, -1),))
 
     def projected_step(h, xs_t):
-        mask_t = xs_t[1] if len(xs_t) > 1 else None
+        mask_t = xs_t[1][..., 0] if len(xs_t) > 1 else None
         arrays = _loop_inputs(
             xs_t[0], weights, spec, mask_t, plan.split_gates, plan.hold
         )

@@ -32,8 +32,8 @@ GRID = {
     "return_sequences": [True, False],
     "go_backwards": [False, True],
     "zero_output_for_mask": [False, True],
-    "activation": ["tanh", "relu", "softsign", "linear"],
-    "recurrent_activation": ["sigmoid", "hard_sigmoid", "tanh"],
+    "activation": ["tanh", "softsign", "sigmoid", "hard_sigmoid"],
+    "recurrent_activation": ["sigmoid", "hard_sigmoid"],
     "layer_norm": [False, True],
 }
 CASES = pairwise_cases(GRID, seed=3)
@@ -130,43 +130,91 @@ def test_held_state_is_the_previous_state_exactly(runner):
 
 @pytest.mark.parametrize("fn", recurrence.SATURATE_AT_ONE, ids=lambda f: f.__name__)
 def test_recurrent_activations_that_hold_reach_one_at_infinity(fn):
-    value = to_numpy(fn(keras.ops.convert_to_tensor([np.inf, 1e30], "float32")))
-    np.testing.assert_array_equal(value, [1.0, 1.0])
-
-
-@pytest.mark.parametrize("fn", recurrence.FINITE, ids=lambda f: f.__name__)
-def test_activations_that_hold_stay_finite(fn):
     big = np.finfo("float32").max
-    value = to_numpy(fn(keras.ops.convert_to_tensor([-big, -1e30, 0, 1e30, big])))
-    assert np.isfinite(value).all(), value
+    values = [-np.inf, -big, -1.0, 0.0, 1.0, big, np.inf]
+    value = to_numpy(fn(keras.ops.convert_to_tensor(values, "float32")))
+    assert value[-1] == 1.0 and value[-2] == 1.0, value
+    assert ((value >= 0) & (value <= 1)).all(), value
+
+
+@pytest.mark.parametrize("fn", recurrence.BOUNDED, ids=lambda f: f.__name__)
+def test_activations_that_hold_are_bounded(fn):
+    """Bounded by 1 over every finite input (a held step's candidate input
+    is finite: `x_h = 0`, `r` in [0, 1], `h R` of a bounded state)."""
+    big = np.finfo("float32").max
+    values = [-big, -1e30, -1.0, 0.0, 1.0, 1e30, big]
+    value = to_numpy(fn(keras.ops.convert_to_tensor(values, "float32")))
+    assert (np.abs(value) <= 1).all(), value
 
 
 @pytest.mark.parametrize(
-    "activation,recurrent_activation,expected",
+    "activation,recurrent_activation,dtype,expected",
     [
-        ("tanh", "sigmoid", True),
-        ("relu", "hard_sigmoid", True),
-        ("tanh", "relu", False),  # relu(inf) is inf, not 1
-        ("exponential", "sigmoid", False),  # exp overflows to inf
-        ("tanh", "softplus", False),
+        ("tanh", "sigmoid", "float32", True),
+        ("softsign", "hard_sigmoid", "bfloat16", True),
+        ("tanh", "sigmoid", "float16", False),  # h R overflows at 65504
+        ("relu", "sigmoid", "float32", False),  # unbounded: the state grows
+        ("linear", "sigmoid", "float32", False),
+        ("tanh", "tanh", "float32", False),  # z in [-1, 1]
+        ("tanh", "relu", "float32", False),  # relu(inf) is inf, not 1
+        ("tanh", "softplus", "float32", False),
     ],
 )
-def test_gate_can_hold_only_with_known_activations(
-    activation, recurrent_activation, expected
+def test_gate_can_hold_only_where_it_keeps_the_state(
+    activation, recurrent_activation, dtype, expected
 ):
-    assert (
-        recurrence.gate_can_hold(
-            keras.activations.get(activation),
-            keras.activations.get(recurrent_activation),
-        )
-        is expected
+    can = recurrence.gate_can_hold(
+        keras.activations.get(activation),
+        keras.activations.get(recurrent_activation),
+        dtype,
     )
+    assert can is expected
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_plan_holds_by_gate_only_with_a_mask(masked, plans):
+    layer = keras_gru_plus.GRU(UNITS)
+    x = np.random.default_rng(9).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    with policy.override(hold_by_gate=True):
+        layer(x, mask=mask_of("right", BATCH, TIME) if masked else None)
+    assert {p.hold for p in plans} == {"gate" if masked else "select"}
+
+
+def test_float16_selects_the_state(plans):
+    """A float16 loop keeps the select (its `h R` overflows at 65504)."""
+    layer = keras_gru_plus.GRU(UNITS, dtype="mixed_float16")
+    x = np.random.default_rng(10).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    with policy.override(hold_by_gate=True):
+        layer(x, mask=mask_of("right", BATCH, TIME))
+    assert {p.hold for p in plans} == {"select"}
+
+
+@pytest.mark.parametrize("hold_by_gate", [False, True])
+def test_masked_sequences_of_lengths_unknown_when_traced(hold_by_gate):
+    """`predict` over several lengths of a `(None, features)` input with a
+    `Masking` layer (TensorFlow retraces with the length unknown) gives
+    the built-in's outputs."""
+    models = []
+    for gru in (keras_gru_plus.GRU, keras.layers.GRU):
+        keras.utils.set_random_seed(11)
+        inputs = keras.Input((None, FEATURES))
+        masked = keras.layers.Masking(0.0)(inputs)
+        model = keras.Model(inputs, gru(UNITS, return_sequences=True)(masked))
+        models.append(model)
+    models[0].set_weights(models[1].get_weights())
+    rng = np.random.default_rng(12)
+    with policy.override(hold_by_gate=hold_by_gate):
+        for time in (5, 7, 9, 11):
+            x = rng.normal(size=(BATCH, time, FEATURES)).astype("float32")
+            x[0, time - 2 :] = 0.0  # padding
+            ours, theirs = (m.predict(x, verbose=0) for m in models)
+            np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
 def test_other_activations_select_the_state(plans):
-    """An activation outside the known ones keeps the per-step select,
-    with the policy's `hold_by_gate` on."""
-    layer = keras_gru_plus.GRU(UNITS, recurrent_activation="softplus")
+    """An activation outside the known ones (here an unbounded candidate)
+    keeps the per-step select, with the policy's `hold_by_gate` on."""
+    layer = keras_gru_plus.GRU(UNITS, activation="relu")
     x = np.random.default_rng(7).normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     with policy.override(hold_by_gate=True):
         layer(x, mask=mask_of("right", BATCH, TIME))
