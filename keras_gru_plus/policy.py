@@ -200,9 +200,12 @@ POLICIES = {
         # Masked steps held through the update gate: the select leaves the
         # chain of steps of TensorFlow's `while_loop` (where it measured
         # about 25 us a step) for the inputs, which the loop runs ahead.
-        # `benchmarks/compare.py` against the select, 15 repeats: predict
-        # `masked` 13.6 -> 9.4 ms, `user: Masking` 13.1 -> 9.5, `user:
-        # Embedding(mask_zero)` 12.5 -> 8.8; training and `base` unchanged.
+        # `benchmarks/compare.py` against the select, 15 repeats each, new/
+        # old predict: `masked` 0.69, `user: Masking` 0.72, `user:
+        # Embedding(mask_zero)` 0.70 (13.6 -> 9.4 ms) on a quiet machine;
+        # 0.83, 0.81 and 0.91, 0.88, 0.89 in two later runs while the same
+        # machine slowed (the old engine's `masked` 14.4-16.9 ms);
+        # training and `base` unchanged (0.93-1.05).
         # On JAX (XLA fuses the select into the step) and PyTorch (the same
         # number of kernels) it measured 0.99-1.03 and 0.99-1.06: off there.
         hold_by_gate=True,
