@@ -117,15 +117,21 @@ def _step_function(weights, spec, masked, split, exact_hold=False):
     return step
 
 
-def _loop_inputs(x, weights, spec, mask, split, hold="select"):
+def _keep(mask):
+    """The mask `(time, batch)` as the loops take it, `(time, batch, 1)`
+    (also what `scan`'s packing of arrays of unknown length takes), or
+    `None`."""
+    return None if mask is None else ops.expand_dims(mask, -1)
+
+
+def _loop_inputs(x, weights, spec, keep, split, hold="select"):
     """The arrays a loop takes: the projection of `x` (split per gate with
-    `split`), then the mask `(time, batch, 1)` if any. With `hold="gate"`
-    the mask goes into the projection instead (`recurrence.held_by_gate`)
-    and no mask array follows."""
+    `split`), then the mask `keep` `(..., 1)` (`_keep`) if any. With
+    `hold="gate"` the mask goes into the projection instead
+    (`recurrence.held_by_gate`) and no mask array follows."""
     arrays = recurrence.projected_arrays(x, weights, spec, split)
-    if mask is None:
+    if keep is None:
         return arrays
-    keep = ops.expand_dims(mask, -1)
     if hold == "gate":
         return recurrence.held_by_gate(arrays, keep, spec.units)
     return arrays + (keep,)
@@ -135,14 +141,15 @@ def _unrolled(plan, x, h0, weights, spec, mask, return_sequences):
     """`unroll=True`: a Python loop over the projected steps, autodiff."""
     step = _step_function(weights, spec, mask is not None, plan.split_gates)
     return scan.python_loop(
-        step, h0, _loop_inputs(x, weights, spec, mask, plan.split_gates)
+        step, h0, _loop_inputs(x, weights, spec, _keep(mask), plan.split_gates)
     )
 
 
 def _autodiff(plan, x, h0, weights, spec, mask, return_sequences):
     """Training without the hand-written backward pass: `keras.ops.scan`."""
     step = _step_function(weights, spec, mask is not None, plan.split_gates)
-    return scan.scan(step, h0, _loop_inputs(x, weights, spec, mask, plan.split_gates))
+    arrays = _loop_inputs(x, weights, spec, _keep(mask), plan.split_gates)
+    return scan.scan(step, h0, arrays)
 
 
 def _bptt(plan, x, h0, weights, spec, mask, return_sequences):
@@ -156,13 +163,14 @@ def _inference(plan, x, h0, weights, spec, mask, return_sequences):
     whole sequence): the block's projection is one matmul, its steps a loop
     (a state-only loop without `return_sequences`)."""
     step = _held_step(plan, weights, spec, mask)
+    keep = _keep(mask)
 
     def run_block(h, parts):
         arrays = _loop_inputs(
             parts[0],
             weights,
             spec,
-            parts[1] if mask is not None else None,
+            parts[1] if keep is not None else None,
             plan.split_gates,
             plan.hold,
         )
@@ -174,7 +182,7 @@ def _inference(plan, x, h0, weights, spec, mask, return_sequences):
     h, ys, _ = scan.blocks_loop(
         run_block,
         h0,
-        (x,) + (() if mask is None else (mask,)),
+        (x,) + (() if keep is None else (keep,)),
         plan.block,
         step_like=(h0,) if return_sequences else (),
     )
@@ -188,14 +196,13 @@ def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
     With `return_sequences`, over blocks of `plan.block` unrolled steps
     when the plan has them."""
     step = _held_step(plan, weights, spec, mask)
-    # The mask `(time, batch, 1)`, as `scan`'s packing of arrays of unknown
-    # length (`scan._pack`) takes it.
-    xs = (x,) + (() if mask is None else (ops.expand_dims(mask, -1),))
+    keep = _keep(mask)
+    xs = (x,) + (() if keep is None else (keep,))
 
     def projected_step(h, xs_t):
-        mask_t = xs_t[1][..., 0] if len(xs_t) > 1 else None
+        keep_t = xs_t[1] if keep is not None else None
         arrays = _loop_inputs(
-            xs_t[0], weights, spec, mask_t, plan.split_gates, plan.hold
+            xs_t[0], weights, spec, keep_t, plan.split_gates, plan.hold
         )
         return step(h, arrays)
 
@@ -211,7 +218,8 @@ def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
 def _held_step(plan, weights, spec, mask):
     """The step of an inference runner: masked steps hold the state by a
     select on it, or (`plan.hold == "gate"`) through their inputs."""
-    gate = plan.hold == "gate" and mask is not None
+    # `run_sequence` plans the gate hold for masked calls only.
+    gate = plan.hold == "gate"
     return _step_function(
         weights, spec, mask is not None and not gate, plan.split_gates, gate
     )

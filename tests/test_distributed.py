@@ -92,17 +92,17 @@ def _reference(script, tmp_path_factory):
     return _references[script]
 
 
-def _compare(script, mode, count, tmp_path, tmp_path_factory, record_property):
-    """Runs `script` in `mode` as `count` processes (their ports taken just
-    before they start), checks the weights process 0 wrote against the
-    single-device reference, and returns `(facts, reference_weights)`."""
+def _compare(script, mode, count, tmp_path, tmp_path_factory, record_property, ports=1):
+    """Runs `script` in `mode` as `count` processes (with `ports` ports
+    taken just before they start), checks the weights process 0 wrote
+    against the single-device reference, and returns `(facts,
+    reference_weights)`."""
     single, single_facts, single_seconds = _reference(script, tmp_path_factory)
     out = tmp_path / f"{mode}.npz"
     if count == 1:
         runs = [([mode, out], processes.environment())]
     else:
-        ports = processes.free_ports(count if script == "tf_strategies.py" else 1)
-        listed = ",".join(map(str, ports))
+        listed = ",".join(map(str, processes.free_ports(ports)))
         runs = [
             ([mode, out, rank, count, listed], processes.environment())
             for rank in range(count)
@@ -199,6 +199,7 @@ def test_tensorflow_multi_worker_mirrored_strategy(
         tmp_path,
         tmp_path_factory,
         record_property,
+        ports=2,  # one per worker (`TF_CONFIG`)
     )
     assert facts["replicas"] == 2
     error = facts["fit_error"]
