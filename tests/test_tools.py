@@ -406,6 +406,41 @@ def test_torch_floor_writes_out_the_gradients_autograd_gives():
         calls["train"]()
 
 
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="floor.py is JAX's and TensorFlow's (torch_floor.py)"
+)
+@pytest.mark.parametrize("loop", ["unrolled", "scan"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_floor_layer_is_the_built_in_gru(loop, masked):
+    module = _benchmark_script("floor")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 7, 3)).astype("float32")
+    mask = None
+    if masked:
+        # Padding on either side and inside a row, one row all padding.
+        mask = rng.random((4, 7)) < 0.6
+        mask[0] = False
+    floor = module.FloorGRU(5, loop=loop)
+    floor.build(x.shape)
+    built_in = keras.layers.GRU(5)
+    built_in.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in floor.weights]
+    floor.set_weights(weights)
+    built_in.set_weights(weights)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(floor(x, mask=mask)),
+        keras.ops.convert_to_numpy(built_in(x, mask=mask)),
+        atol=1e-5,
+    )
+
+
+def test_floor_script_refuses_pytorch(monkeypatch, capsys):
+    module = _benchmark_script("floor")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(SystemExit, match="torch_floor.py"):
+        module.main(["--configs", "base"])
+
+
 def _benchmark_script(name):
     """`benchmarks/<name>.py`, imported from its path."""
     import importlib.util
