@@ -404,6 +404,14 @@ def test_torch_floor_writes_out_the_gradients_autograd_gives():
             np.testing.assert_allclose(written.numpy(), auto.numpy(), atol=1e-6)
         calls["predict"]()
         calls["train"]()
+    # Ours' model alone: its backward pass reaches every weight.
+    config = dict(benchmark.CONFIGS["base"], **shape)
+    model = benchmark.build_model(keras_gru_plus.GRU, config)
+    x, y = benchmark.make_data(config)
+    module.model_alone(torch, model, x, y, "predict")()
+    module.model_alone(torch, model, x, y, "train")()
+    grads = [v.value.grad for v in model.trainable_variables]
+    assert all(g is not None and bool(torch.all(g != 0)) for g in grads)
 
 
 @pytest.mark.skipif(
