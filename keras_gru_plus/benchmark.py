@@ -69,9 +69,6 @@ CONFIGS = {
 # The token ids of the `Embedding(mask_zero=True)` row: 1 to VOCABULARY - 1,
 # 0 the padding.
 VOCABULARY = 1000
-# Configurations where the built-in takes its generic per-step loop on CPU
-# (TensorFlow always does, JAX predict is measured against it as well).
-GENERIC_LOOP = {"masked", "reset_after=False", "dropout 0.1"}
 
 
 class LayerNormGRUCell(keras.layers.Layer):
