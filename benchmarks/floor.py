@@ -214,17 +214,18 @@ def main(argv=None):
             "ours_over_floor": t_ours / t_floor,
             "max_difference": difference,
         }
-    print(
-        "\n| configuration | ours ms | keras ms | floor ms | ours/keras |"
-        " floor/keras | ours/floor |"
+    results_file.print_table(
+        "configuration",
+        rows,
+        [
+            ("ours ms", "ours_ms", 2),
+            ("keras ms", "keras_ms", 2),
+            ("floor ms", "floor_ms", 2),
+            ("ours/keras", "ours_over_keras", 2),
+            ("floor/keras", "floor_over_keras", 2),
+            ("ours/floor", "ours_over_floor", 2),
+        ],
     )
-    print("|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        print(
-            f"| {name} | {r['ours_ms']:.2f} | {r['keras_ms']:.2f} | "
-            f"{r['floor_ms']:.2f} | {r['ours_over_keras']:.2f} | "
-            f"{r['floor_over_keras']:.2f} | {r['ours_over_floor']:.2f} |"
-        )
     results_file.write(args, benchmark.machine_info(), rows)
 
 

@@ -18,3 +18,14 @@ def write(args, machine, rows):
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(f"\nwritten: {args.out}")
+
+
+def print_table(first, rows, columns):
+    """Prints `rows` (`{name: {key: value}}`) as a Markdown table: the
+    first column headed `first` holds the names, then one column per
+    `(header, key, digits)` of `columns`."""
+    print("\n| " + " | ".join([first] + [c[0] for c in columns]) + " |")
+    print("|" + "---|" * (len(columns) + 1))
+    for name, row in rows.items():
+        cells = [f"{row[key]:.{digits}f}" for _, key, digits in columns]
+        print("| " + " | ".join([name] + cells) + " |")

@@ -238,23 +238,22 @@ def main(argv=None):
             "floor_over_torch": t_floor / t_torch,
             "ours_over_torch": t_ours / t_torch,
         }
-    print(
-        "\n| mode | ours ms | ours' model alone ms | keras.ops floor ms |"
-        " floor ms | torch.nn.GRU ms | ours/keras.ops floor |"
-        " model alone/keras.ops floor | keras.ops floor/floor |"
-        " floor/torch.nn.GRU | ours/torch.nn.GRU |"
+    results_file.print_table(
+        "mode",
+        rows,
+        [
+            ("ours ms", "ours_ms", 1),
+            ("ours' model alone ms", "ours_model_alone_ms", 1),
+            ("keras.ops floor ms", "keras_ops_floor_ms", 1),
+            ("floor ms", "floor_ms", 1),
+            ("torch.nn.GRU ms", "torch_nn_gru_ms", 1),
+            ("ours/keras.ops floor", "ours_over_keras_ops_floor", 2),
+            ("model alone/keras.ops floor", "ours_model_alone_over_keras_ops_floor", 2),
+            ("keras.ops floor/floor", "keras_ops_floor_over_floor", 2),
+            ("floor/torch.nn.GRU", "floor_over_torch", 2),
+            ("ours/torch.nn.GRU", "ours_over_torch", 2),
+        ],
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for mode, r in rows.items():
-        print(
-            f"| {mode} | {r['ours_ms']:.1f} | {r['ours_model_alone_ms']:.1f} | "
-            f"{r['keras_ops_floor_ms']:.1f} | "
-            f"{r['floor_ms']:.1f} | {r['torch_nn_gru_ms']:.1f} | "
-            f"{r['ours_over_keras_ops_floor']:.2f} | "
-            f"{r['ours_model_alone_over_keras_ops_floor']:.2f} | "
-            f"{r['keras_ops_floor_over_floor']:.2f} | "
-            f"{r['floor_over_torch']:.2f} | {r['ours_over_torch']:.2f} |"
-        )
     results_file.write(args, benchmark.machine_info(), rows)
 
 

@@ -449,6 +449,19 @@ def test_floor_script_refuses_pytorch(monkeypatch, capsys):
         module.main(["--configs", "base"])
 
 
+def test_results_file_prints_a_markdown_table(capsys):
+    module = _benchmark_script("results_file")
+    rows = {"predict": {"a": 1.26, "b": 0.5}, "train": {"a": 10.0, "b": 2.0}}
+    module.print_table("mode", rows, [("a ms", "a", 1), ("b/a", "b", 2)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [
+        "| mode | a ms | b/a |",
+        "|---|---|---|",
+        "| predict | 1.3 | 0.50 |",
+        "| train | 10.0 | 2.00 |",
+    ]
+
+
 def _benchmark_script(name):
     """`benchmarks/<name>.py`, imported from its path."""
     import importlib.util
