@@ -141,8 +141,11 @@ _WEIGHTS = (
 )
 
 
-def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
-    """The state after every step, `(time, batch, units)`, time-major.
+def gru_states(
+    x, initial_state, weights, spec, mask=None, plan=None, return_sequences=True
+):
+    """The state after every step, `(time, batch, units)`, time-major, or
+    the last one alone.
 
     Args:
         x: the inputs before their projection, `(time, batch, input_dim)`.
@@ -156,11 +159,14 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
         mask: `None` or `(time, batch)` boolean; a masked step keeps the
             state.
         plan: the `policy.Plan` (runner `"bptt"`), or `None` to choose it.
+        return_sequences: whether to return every state, or the last alone
+            (then no gradient of every step's output is made: the reverse
+            loop starts from the last state's).
 
     Returns:
-        The states `(time, batch, units)`, differentiable with respect to
-        `x`, the initial state, the kernels, the biases and the layer-norm
-        gains and shifts.
+        The states `(time, batch, units)`, or the last `(batch, units)`,
+        differentiable with respect to `x`, the initial state, the kernels,
+        the biases and the layer-norm gains and shifts.
     """
     _check_weights(weights, spec)
     if plan is None:
@@ -188,21 +194,29 @@ def gru_states(x, initial_state, weights, spec, mask=None, plan=None):
         t = _Tensors(
             **dict(zip(fields, args)), input_masks=tuple(args[len(fields) :]) or None
         )
-        states, kept = _forward(t, spec, plan)
+        h_last, h_prev, kept = _forward(t, spec, plan)
+        out = _states(h_prev, h_last) if return_sequences else h_last
 
         def grad(*grad_args, upstream=None):
             if upstream is None:
                 (upstream,) = grad_args
-            grads = _backward(upstream, states, kept, t, spec, plan)
+            grads = _backward(upstream, h_prev, kept, t, spec, plan, return_sequences)
             # Masks get zeros.
             return tuple(
                 grads[name] if name in grads else ops.zeros_like(getattr(t, name))
                 for name in fields
             ) + tuple(ops.zeros_like(m) for m in input_masks)
 
-        return states, grad
+        return out, grad
 
     return states_fn(*(getattr(named, f) for f in fields), *input_masks)
+
+
+def _states(h_prev, h_last):
+    """The state after every step, `(time, batch, units)`: the state before
+    each step (an array or `scan.Blocks`) but the first, then the last."""
+    first, *rest = scan.pieces(h_prev)
+    return ops.concatenate([first[1:]] + rest + [ops.expand_dims(h_last, 0)], 0)
 
 
 def _check_weights(weights, spec):
@@ -279,10 +293,11 @@ def _loop_arrays(x_b, t, spec, split):
 def _forward(t, spec, plan):
     """The forward loop, block by block: project the block, run its steps.
 
-    Returns `(states, kept)`: the states `(time, batch, units)`, and the
-    gates `(z, r, hh[, rec_h])` of every step, then the statistics of its
-    recurrent normalizations (flat, see `_flat_stats`), if the plan keeps
-    them, else `None`.
+    Returns `(h_last, h_prev, kept)`: the last state, the state before each
+    step `(time, batch, units)` (what the backward pass multiplies by), and
+    the gates `(z, r, hh[, rec_h])` of every step, then the statistics of
+    its recurrent normalizations (flat, see `_flat_stats`), if the plan
+    keeps them, else `None`.
     """
     keep = None if t.mask is None else t.mask > 0
     step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
@@ -306,11 +321,9 @@ def _forward(t, spec, plan):
             h_new = ops.where(xs[-1], h_new, h)
         if plan.keep_gates:
             kept = (gates.rec_h,) if spec.reset_after else ()
-            return h_new, (h_new, gates.z, gates.r, gates.hh) + kept + _flat_stats(
-                gates
-            )
+            return h_new, (h, gates.z, gates.r, gates.hh) + kept + _flat_stats(gates)
         # The state alone, shaped like the carry (TensorFlow's `scan`).
-        return h_new, h_new
+        return h_new, h
 
     def run_block(h, parts):
         arrays, _ = _loop_arrays(parts[0], t, spec, split)
@@ -321,7 +334,7 @@ def _forward(t, spec, plan):
     if plan.keep_gates:
         step_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
     loop, options = _block_loop(plan)
-    _, ys, _ = scan.blocks_loop(
+    h_last, ys, _ = scan.blocks_loop(
         run_block,
         t.h0,
         (t.x,) + (() if keep is None else (keep,)),
@@ -330,25 +343,28 @@ def _forward(t, spec, plan):
         loop=loop,
         **options,
     )
-    return ys[0], (ys[1:] if plan.keep_gates else None)
+    return h_last, ys[0], (ys[1:] if plan.keep_gates else None)
 
 
-def _backward(upstream, states, kept, t, spec, plan):
+def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
     """The gradients of every tensor of `t` but the masks, by field name,
-    block by block, last block first."""
-    h_prev = ops.concatenate([ops.expand_dims(t.h0, 0), states[:-1]], 0)
+    block by block, last block first. `upstream`: the gradient of every
+    state `(time, batch, units)` (`sequences`), or of the last alone."""
     masked = t.mask is not None
     seqs = (
-        (upstream, h_prev, t.x)
+        ((upstream,) if sequences else ())
+        + (h_prev, t.x)
         + ((t.mask,) if masked else ())
         + (tuple(kept) if kept is not None else ())
     )
     summed = [name for name in _WEIGHTS if getattr(t, name) is not None]
 
     def run_block(dh, parts):
-        upstream_b, h_prev_b, x_b = parts[:3]
-        mask_b = parts[3] if masked else None
-        kept_b = tuple(parts[3 + masked :]) if kept is not None else None
+        upstream_b = parts[0] if sequences else None
+        h_prev_b, x_b = parts[sequences : sequences + 2]
+        parts = parts[sequences + 2 :]
+        mask_b = parts[0] if masked else None
+        kept_b = tuple(parts[masked:]) if kept is not None else None
         # The projection is needed to recompute the gates, and its input
         # normalization's statistics for its gradients.
         if kept_b is not None and t.input_gamma is None:
@@ -365,7 +381,7 @@ def _backward(upstream, states, kept, t, spec, plan):
     loop, options = _block_loop(plan)
     dh0, (dx,), totals = scan.blocks_loop(
         run_block,
-        ops.zeros_like(t.h0),
+        ops.zeros_like(t.h0) if sequences else upstream,
         seqs,
         plan.block,
         step_like=(t.x[0],),
@@ -374,7 +390,7 @@ def _backward(upstream, states, kept, t, spec, plan):
         reverse=True,
         **options,
     )
-    return {"x": dx, "h0": dh0, **dict(zip(summed, totals))}
+    return {"x": scan.joined(dx), "h0": dh0, **dict(zip(summed, totals))}
 
 
 def _projection_grads(delta_x, x, t, spec, stats=None):
@@ -432,7 +448,10 @@ def _weight_grad(a, b):
 def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     """The gradients over consecutive steps, given dL/dh after the last.
 
-    `x_arrays`: the projected inputs of the steps (to recompute the gates),
+    `upstream`: the gradient of each step's output `(steps, batch, units)`,
+    or `None` where only the last state's reaches the loop (through
+    `dh_next`). `x_arrays`: the projected inputs of the steps (to recompute
+    the gates),
     `kept`: the gates the forward steps kept, or `None`. `keep`: the 0/1
     step mask `(steps, batch, 1)` or `None`.
 
@@ -447,13 +466,17 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     z, per_step, saved = factors(
         h_prev, h_in, _gates(h_in, x_arrays, t, spec, kept, norms), spec
     )
-    loop_xs = (upstream, z) + per_step
+    with_upstream = upstream is not None
+    loop_xs = ((upstream,) if with_upstream else ()) + (z,) + per_step
     del z, per_step
     masked = keep is not None
     if masked:
         loop_xs = loop_xs + (keep > 0,)
     back_step = _back_step(
-        through_recurrence(t.recurrent_kernel, spec, norms), t.recurrent_mask, masked
+        through_recurrence(t.recurrent_kernel, spec, norms),
+        t.recurrent_mask,
+        masked,
+        with_upstream,
     )
     # (On PyTorch `scan` is a Python loop; on TensorFlow an indexed one.)
     dh_first, g = scan.scan(back_step, dh_next, loop_xs, reverse=True, indexed=True)
@@ -488,22 +511,25 @@ def _gates(h_in, x_arrays, t, spec, kept, norms):
     )
 
 
-def _back_step(through_recurrence, recurrent_mask, masked):
+def _back_step(through_recurrence, recurrent_mask, masked, with_upstream):
     """The step of the reverse loop: `(dL/dh_t, xs_t) -> (dL/dh_{t-1}, g_t)`.
 
-    `xs_t` is `(upstream_t, z_t, *factors_t)`, then the step's mask when
-    `masked`; `g_t` is the gradient reaching `h_t` (zero at masked steps).
-    `through_recurrence(g_t, xs_t)` is the part of dL/dh_{t-1} that goes
-    through `R` (the formula variant's).
+    `xs_t` is `(upstream_t, z_t, *factors_t)` (without `upstream_t` where
+    only the last state has a gradient: it comes in as `dL/dh_t` of the
+    last step), then the step's mask when `masked`; `g_t` is the gradient
+    reaching `h_t` (zero at masked steps). `through_recurrence(g_t,
+    factors_t)` is the part of dL/dh_{t-1} that goes through `R` (the
+    formula variant's).
     """
 
     def back_step(dh_next, xs):
-        g_all = xs[0] + dh_next
+        g_all = xs[0] + dh_next if with_upstream else dh_next
+        z, *factors = xs[with_upstream : len(xs) - masked]
         g = ops.where(xs[-1], g_all, 0) if masked else g_all
-        dh_in = through_recurrence(g, xs)
+        dh_in = through_recurrence(g, factors)
         if recurrent_mask is not None:
             dh_in = dh_in * recurrent_mask
-        dh_prev = dh_in + g * xs[1]
+        dh_prev = dh_in + g * z
         if masked:
             # A masked step passed the state through, and its gradient.
             dh_prev = ops.where(xs[-1], dh_prev, g_all)
@@ -525,8 +551,9 @@ def _back_step(through_recurrence, recurrent_mask, masked):
 
 def _flat_stats(gates):
     """The statistics of `gates` as one flat tuple `(n_1, s_1, n_2, ...)`,
-    after the factors in a reverse step's inputs: `(n, s)` at `xs[3:5]`
-    (`reset_after=True`), or `(n_zr, s_zr, n_h, s_h)` at `xs[6:10]`."""
+    after the factors in a reverse step's factors (`_back_step`): `(n, s)`
+    at `factors[1:3]` (`reset_after=True`), or `(n_zr, s_zr, n_h, s_h)` at
+    `factors[4:8]`."""
     return tuple(a for stats in gates.stats for a in stats)
 
 
@@ -566,10 +593,10 @@ def _through_reset_after(recurrent_kernel, spec, norms):
     units = spec.units
     norm = None if norms is None else norms[0]
 
-    def through(g, xs):
+    def through(g, factors):
         # delta_t = [delta_z, delta_r, delta_rec_h], then LNback, then R^T.
-        delta = ops.reshape(g[..., None, :] * xs[2], (-1, 3 * units))
-        return _through_norm(delta, xs[3:5], norm) @ kernel_t
+        delta = ops.reshape(g[..., None, :] * factors[0], (-1, 3 * units))
+        return _through_norm(delta, factors[1:3], norm) @ kernel_t
 
     return through
 
@@ -610,11 +637,11 @@ def _through_reset_before(recurrent_kernel, spec, norms):
     kernel_h_t = kernel_t[2 * spec.units :]
     norm_zr, norm_h = (None, None) if norms is None else norms
 
-    def through(g, xs):
-        f_z, f_hh, q, r = xs[2:6]
-        d_rh = _through_norm(g * f_hh, xs[8:10], norm_h) @ kernel_h_t
+    def through(g, factors):
+        f_z, f_hh, q, r = factors[:4]
+        d_rh = _through_norm(g * f_hh, factors[6:8], norm_h) @ kernel_h_t
         delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
-        return d_rh * r + _through_norm(delta_zr, xs[6:8], norm_zr) @ kernel_zr_t
+        return d_rh * r + _through_norm(delta_zr, factors[4:6], norm_zr) @ kernel_zr_t
 
     return through
 

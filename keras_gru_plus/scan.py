@@ -93,6 +93,34 @@ def _unpacking(step, xs):
     return packed_step
 
 
+class Blocks(tuple):
+    """One time-major sequence as the arrays of its blocks, in order: what
+    a Python loop over blocks (`blocks_loop`) returns per step output,
+    instead of joining the blocks into one array of the whole sequence, and
+    takes back as an input cut the same way. An array of the whole
+    sequence is a fresh allocation of megabytes, which eager PyTorch pays
+    for in page faults; `joined` makes one where it is needed.
+    """
+
+
+def pieces(a):
+    """The arrays of `Blocks` in order, or `[a]`."""
+    return list(a) if isinstance(a, Blocks) else [a]
+
+
+def _length(a):
+    """The steps of an array or `Blocks` (`None` when unknown)."""
+    lengths = [p.shape[0] for p in pieces(a)]
+    return None if None in lengths else sum(lengths)
+
+
+def joined(a):
+    """`a` as one array: `Blocks` concatenated along time, an array as it
+    is."""
+    parts = pieces(a)
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, 0)
+
+
 def in_blocks(xs, block):
     """Time-major arrays cut into whole blocks of `block` steps.
 
@@ -144,14 +172,20 @@ def blocks_loop(
     The length of `xs` must be known when traced and hold at least one
     whole block (`policy.whole_blocks` gives two).
 
+    Where the blocks loop in Python (`loop` is `python_loop`, or the
+    policy's loops all are), the arrays of `xs` may be `Blocks` cut into
+    blocks of `block` steps, and the per-step outputs come back as `Blocks`
+    (`joined` makes arrays of them).
+
     Returns:
         `(carry, ys, totals)`: the carry after the last step, the per-step
-        outputs of every step `(time, ...)`, and the totals.
+        outputs of every step `(time, ...)` (or their `Blocks`), and the
+        totals.
     """
     if block is None:
         carry, ys, totals = run_block(init, xs)
         return carry, tuple(ys), tuple(totals)
-    n_steps = xs[0].shape[0]
+    n_steps = _length(xs[0])
     if n_steps is None or n_steps < block:
         raise ValueError(
             "blocks_loop needs a length known when traced and at least one "
@@ -163,6 +197,8 @@ def blocks_loop(
             "blocks_loop without outputs runs a forward state-only loop; "
             f"received reverse={reverse}, loop={loop}."
         )
+    if not state_only and (loop is python_loop or policy.current().python_loops):
+        return _python_blocks(run_block, init, xs, block, reverse)
     blocks, rest = in_blocks(xs, block)
     rest_out = None
     if reverse and rest is not None:
@@ -188,6 +224,41 @@ def blocks_loop(
         ys = tuple(ops.concatenate([a, b], 0) for a, b in zip(ys, ys_rest))
         totals = tuple(a + b for a, b in zip(totals, totals_rest))
     return carry, ys, totals
+
+
+def _python_blocks(run_block, init, xs, block, reverse):
+    """`blocks_loop` as a Python loop over the blocks, each a slice of
+    `block` steps (the last one shorter where the length is not a
+    multiple) of every array of `xs`, or the block of a `Blocks` input cut
+    the same way. The per-step outputs stay `Blocks`: no array of the whole
+    sequence is made here.
+    """
+    n_steps = _length(xs[0])
+    starts = range(0, n_steps, block)
+
+    def part(x, i, start):
+        if isinstance(x, Blocks):
+            if x[i].shape[0] != min(block, n_steps - start):
+                raise ValueError(
+                    f"Blocks of {[p.shape[0] for p in x]} steps; expected "
+                    f"blocks of {block} of {n_steps} steps."
+                )
+            return x[i]
+        return x[start : start + block]
+
+    order = range(len(starts))
+    carry, ys, totals = init, [None] * len(starts), None
+    for i in reversed(order) if reverse else order:
+        carry, ys_b, totals_b = run_block(
+            carry, tuple(part(x, i, starts[i]) for x in xs)
+        )
+        ys[i] = tuple(ys_b)
+        totals = (
+            tuple(totals_b)
+            if totals is None
+            else tuple(a + b for a, b in zip(totals, totals_b))
+        )
+    return carry, tuple(Blocks(y) for y in zip(*ys)), totals
 
 
 def _whole_blocks(
@@ -238,7 +309,7 @@ def unrolled_blocks(step, init, xs, block, reverse=False, **loop_options):
     carry, (ys,), _ = blocks_loop(
         run_block, init, xs, block, step_like=(init,), reverse=reverse, **loop_options
     )
-    return carry, ys
+    return carry, joined(ys)
 
 
 def final_carry(step, init, xs):

@@ -154,8 +154,12 @@ def _autodiff(plan, x, h0, weights, spec, mask, return_sequences):
 
 def _bptt(plan, x, h0, weights, spec, mask, return_sequences):
     """Training with the hand-written backward pass (`bptt.gru_states`)."""
-    states = bptt.gru_states(x, h0, weights, spec, mask=mask, plan=plan)
-    return states[-1], states
+    out = bptt.gru_states(
+        x, h0, weights, spec, mask=mask, plan=plan, return_sequences=return_sequences
+    )
+    if not return_sequences:
+        return out, None
+    return out[-1], out
 
 
 def _inference(plan, x, h0, weights, spec, mask, return_sequences):
@@ -186,7 +190,7 @@ def _inference(plan, x, h0, weights, spec, mask, return_sequences):
         plan.block,
         step_like=(h0,) if return_sequences else (),
     )
-    return h, (ys[0] if return_sequences else None)
+    return h, (scan.joined(ys[0]) if return_sequences else None)
 
 
 def _step_projection(plan, x, h0, weights, spec, mask, return_sequences):
