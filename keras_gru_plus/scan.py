@@ -172,10 +172,8 @@ def blocks_loop(
     The length of `xs` must be known when traced and hold at least one
     whole block (`policy.whole_blocks` gives two).
 
-    Where the blocks loop in Python (`loop` is `python_loop`, or the
-    policy's loops all are), the arrays of `xs` may be `Blocks` cut into
-    blocks of `block` steps, and the per-step outputs come back as `Blocks`
-    (`joined` makes arrays of them).
+    Where the blocks loop in Python (`loop` is `python_loop`, or every
+    loop of the policy is), `xs` may hold `Blocks`, and `ys` are `Blocks`.
 
     Returns:
         `(carry, ys, totals)`: the carry after the last step, the per-step
@@ -185,18 +183,8 @@ def blocks_loop(
     if block is None:
         carry, ys, totals = run_block(init, xs)
         return carry, tuple(ys), tuple(totals)
-    n_steps = _length(xs[0])
-    if n_steps is None or n_steps < block:
-        raise ValueError(
-            "blocks_loop needs a length known when traced and at least one "
-            f"whole block of {block} steps; received {n_steps} steps."
-        )
     state_only = not step_like and not total_like
-    if state_only and (reverse or loop is not None):
-        raise ValueError(
-            "blocks_loop without outputs runs a forward state-only loop; "
-            f"received reverse={reverse}, loop={loop}."
-        )
+    _check_blocks(_length(xs[0]), block, state_only, reverse, loop)
     if not state_only and (loop is python_loop or policy.current().python_loops):
         return _python_blocks(run_block, init, xs, block, reverse)
     blocks, rest = in_blocks(xs, block)
@@ -224,6 +212,20 @@ def blocks_loop(
         ys = tuple(ops.concatenate([a, b], 0) for a, b in zip(ys, ys_rest))
         totals = tuple(a + b for a, b in zip(totals, totals_rest))
     return carry, ys, totals
+
+
+def _check_blocks(n_steps, block, state_only, reverse, loop):
+    """`blocks_loop`'s preconditions."""
+    if n_steps is None or n_steps < block:
+        raise ValueError(
+            "blocks_loop needs a length known when traced and at least one "
+            f"whole block of {block} steps; received {n_steps} steps."
+        )
+    if state_only and (reverse or loop is not None):
+        raise ValueError(
+            "blocks_loop without outputs runs a forward state-only loop; "
+            f"received reverse={reverse}, loop={loop}."
+        )
 
 
 def _python_blocks(run_block, init, xs, block, reverse):

@@ -5,10 +5,13 @@ import ast
 import dataclasses
 import os
 
+import keras
+import numpy as np
 import pytest
 
 import keras_gru_plus
 from keras_gru_plus import policy
+from keras_gru_plus import scan
 from keras_gru_plus import sequence
 from keras_gru_plus import tracing
 from tests.helpers import BACKEND
@@ -198,3 +201,67 @@ def test_step_projection_blocks_and_parallel_steps():
         assert policy.plan(9, False, True).block is None
         state_only = policy.plan(100, False, False)
         assert state_only.block is None and state_only.parallel == 1
+
+
+def _running_sum(carry, parts):
+    """A block of `blocks_loop`: the running sum over steps, and the
+    block's total."""
+    (x_b,) = parts
+    carry = keras.ops.convert_to_tensor(carry)
+    outs = []
+    for t in range(x_b.shape[0]):
+        carry = carry + keras.ops.convert_to_tensor(x_b[t])
+        outs.append(carry)
+    return carry, (keras.ops.stack(outs),), (keras.ops.sum(x_b, 0),)
+
+
+@pytest.mark.parametrize("n_steps", [9, 10])
+def test_a_python_loop_of_blocks_keeps_its_outputs_per_block(n_steps):
+    x = np.arange(n_steps * 2, dtype="float32").reshape(n_steps, 2)
+    carry, (ys,), (total,) = scan.blocks_loop(
+        _running_sum,
+        np.zeros(2, "float32"),
+        (x,),
+        3,
+        step_like=(x[0],),
+        total_like=(x[0],),
+        loop=scan.python_loop,
+    )
+    # Blocks of 3 steps, the last one shorter where 3 does not divide.
+    assert isinstance(ys, scan.Blocks)
+    assert [p.shape[0] for p in ys] == [3, 3, 3] + ([1] if n_steps == 10 else [])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scan.joined(ys)), x.cumsum(0))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(carry), x.sum(0))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(total), x.sum(0))
+    # Taken back, cut the same way, the blocks in reverse order (each
+    # block's own steps in order, as `run_block` takes them).
+    expected, running = np.zeros_like(x), np.zeros(2, "float32")
+    sums = x.cumsum(0)
+    for start in reversed(range(0, n_steps, 3)):
+        for t in range(start, min(start + 3, n_steps)):
+            running = running + sums[t]
+            expected[t] = running
+    _, (back,), _ = scan.blocks_loop(
+        _running_sum,
+        np.zeros(2, "float32"),
+        (ys,),
+        3,
+        step_like=(x[0],),
+        loop=scan.python_loop,
+        reverse=True,
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scan.joined(back)), expected)
+
+
+def test_a_python_loop_of_blocks_refuses_blocks_cut_otherwise():
+    x = np.ones((6, 2), "float32")
+    cut = scan.Blocks((x[:2], x[2:4], x[4:]))
+    with pytest.raises(ValueError, match=r"Blocks of \[2, 2, 2\] steps; expected"):
+        scan.blocks_loop(
+            _running_sum,
+            np.zeros(2, "float32"),
+            (cut,),
+            3,
+            step_like=(x[0],),
+            loop=scan.python_loop,
+        )
