@@ -297,7 +297,9 @@ def _forward(t, spec, plan):
     step `(time, batch, units)` (what the backward pass multiplies by), and
     the gates `(z, r, hh[, rec_h])` of every step, then the statistics of
     its recurrent normalizations (flat, see `_flat_stats`), if the plan
-    keeps them, else `None`.
+    keeps them, else `None`. Where the blocks loop in Python, `h_prev` and
+    the kept gates are `scan.Blocks`, which the backward pass takes back
+    cut the same way.
     """
     keep = None if t.mask is None else t.mask > 0
     step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
@@ -350,21 +352,18 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
     """The gradients of every tensor of `t` but the masks, by field name,
     block by block, last block first. `upstream`: the gradient of every
     state `(time, batch, units)` (`sequences`), or of the last alone."""
-    masked = t.mask is not None
-    seqs = (
-        ((upstream,) if sequences else ())
-        + (h_prev, t.x)
-        + ((t.mask,) if masked else ())
-        + (tuple(kept) if kept is not None else ())
-    )
+    # The sequences the blocks cut, by name, then the kept gates.
+    named = {"upstream": upstream if sequences else None, "h_prev": h_prev}
+    named.update(x=t.x, mask=t.mask)
+    names = [name for name, value in named.items() if value is not None]
+    seqs = tuple(named[name] for name in names) + tuple(kept or ())
     summed = [name for name in _WEIGHTS if getattr(t, name) is not None]
 
     def run_block(dh, parts):
-        upstream_b = parts[0] if sequences else None
-        h_prev_b, x_b = parts[sequences : sequences + 2]
-        parts = parts[sequences + 2 :]
-        mask_b = parts[0] if masked else None
-        kept_b = tuple(parts[masked:]) if kept is not None else None
+        block = dict(zip(names, parts))
+        upstream_b, mask_b = block.get("upstream"), block.get("mask")
+        h_prev_b, x_b = block["h_prev"], block["x"]
+        kept_b = tuple(parts[len(names) :]) if kept is not None else None
         # The projection is needed to recompute the gates, and its input
         # normalization's statistics for its gradients.
         if kept_b is not None and t.input_gamma is None:
@@ -451,9 +450,8 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     `upstream`: the gradient of each step's output `(steps, batch, units)`,
     or `None` where only the last state's reaches the loop (through
     `dh_next`). `x_arrays`: the projected inputs of the steps (to recompute
-    the gates),
-    `kept`: the gates the forward steps kept, or `None`. `keep`: the 0/1
-    step mask `(steps, batch, 1)` or `None`.
+    the gates). `kept`: the gates the forward steps kept, or `None`.
+    `keep`: the 0/1 step mask `(steps, batch, 1)` or `None`.
 
     Returns `(dh_before_first, delta_x, grads)`: `delta_x` =
     dL/d(projection) `(steps, batch, 3 * units)`, `grads` those of
@@ -523,16 +521,22 @@ def _back_step(through_recurrence, recurrent_mask, masked, with_upstream):
     """
 
     def back_step(dh_next, xs):
-        g_all = xs[0] + dh_next if with_upstream else dh_next
-        z, *factors = xs[with_upstream : len(xs) - masked]
-        g = ops.where(xs[-1], g_all, 0) if masked else g_all
+        keep = xs[-1] if masked else None
+        xs = xs[:-1] if masked else xs
+        if with_upstream:
+            upstream, z, *factors = xs
+            g_all = upstream + dh_next
+        else:
+            z, *factors = xs
+            g_all = dh_next
+        g = ops.where(keep, g_all, 0) if masked else g_all
         dh_in = through_recurrence(g, factors)
         if recurrent_mask is not None:
             dh_in = dh_in * recurrent_mask
         dh_prev = dh_in + g * z
         if masked:
             # A masked step passed the state through, and its gradient.
-            dh_prev = ops.where(xs[-1], dh_prev, g_all)
+            dh_prev = ops.where(keep, dh_prev, g_all)
         return dh_prev, g
 
     return back_step
@@ -551,9 +555,9 @@ def _back_step(through_recurrence, recurrent_mask, masked, with_upstream):
 
 def _flat_stats(gates):
     """The statistics of `gates` as one flat tuple `(n_1, s_1, n_2, ...)`,
-    after the factors in a reverse step's factors (`_back_step`): `(n, s)`
-    at `factors[1:3]` (`reset_after=True`), or `(n_zr, s_zr, n_h, s_h)` at
-    `factors[4:8]`."""
+    which a reverse step takes after its other factors (`_back_step`):
+    `(n, s)` at `factors[1:3]` (`reset_after=True`), or `(n_zr, s_zr, n_h,
+    s_h)` at `factors[4:8]`."""
     return tuple(a for stats in gates.stats for a in stats)
 
 

@@ -127,7 +127,11 @@ def in_blocks(xs, block):
     Returns `(blocks, rest)`: each array's whole blocks as
     `(n_blocks, block, ...)`, and the steps after the last whole block, or
     `None` when the length is a multiple of `block` (a static length).
+    `Blocks` are joined first: a Python loop over blocks made them, and a
+    policy overridden between a forward and its backward pass can hand
+    them to a `scan`.
     """
+    xs = tuple(joined(x) for x in xs)
     n_steps = xs[0].shape[0]
     head = (n_steps // block) * block
     blocks = tuple(

@@ -9,9 +9,10 @@
    `return_sequences`, the state after every step.
 4. The outputs of masked steps are derived from the states (`_masked_outputs`).
 
-Every runner's loop carries the state alone and emits the state after
-each step, so the carry and the emitted value share one structure, as
-Keras' TensorFlow `scan` requires. A masked step keeps the state by a
+Every runner's loop carries the state alone and emits one state per step
+(after it; before it in the training forward pass, whose backward pass
+multiplies by it), so the carry and the emitted value share one
+structure, as Keras' TensorFlow `scan` requires. A masked step keeps the state by a
 select on it, or in the inference runners, where the plan says
 `hold="gate"`, through its inputs (`recurrence.held_by_gate`).
 """

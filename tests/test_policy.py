@@ -265,3 +265,43 @@ def test_a_python_loop_of_blocks_refuses_blocks_cut_otherwise():
             step_like=(x[0],),
             loop=scan.python_loop,
         )
+
+
+@pytest.mark.skipif(
+    BACKEND == "jax",
+    reason="jax.grad runs a call's forward and backward passes in one trace, "
+    "under one policy",
+)
+def test_a_backward_pass_under_another_policy_than_its_forward():
+    # The forward pass loops over blocks in Python (its outputs per block);
+    # the backward pass runs where the policy's loops are not Python ones,
+    # as when a policy override ends between the two.
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype("float32")
+    layer = keras_gru_plus.GRU(4)
+    layer.build(x.shape)
+    forward_loops, backward_loops = True, False
+
+    def gradient(split):
+        inner = dict(block_steps=3, python_loops=forward_loops)
+        outer = dict(
+            block_steps=3, python_loops=backward_loops if split else forward_loops
+        )
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            xv = tf.constant(x)
+            with policy.override(**outer), tf.GradientTape() as tape:
+                tape.watch(xv)
+                with policy.override(**inner):
+                    loss = tf.reduce_sum(layer(xv, training=True))
+            return tape.gradient(loss, xv).numpy()
+        import torch
+
+        xv = torch.tensor(x, requires_grad=True)
+        with policy.override(**inner):
+            loss = layer(xv, training=True).sum()
+        with policy.override(**outer):
+            loss.backward()
+        return xv.grad.numpy()
+
+    np.testing.assert_allclose(gradient(True), gradient(False), atol=1e-6)
