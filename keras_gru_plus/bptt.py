@@ -353,8 +353,12 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
     block by block, last block first. `upstream`: the gradient of every
     state `(time, batch, units)` (`sequences`), or of the last alone."""
     # The sequences the blocks cut, by name, then the kept gates.
-    named = {"upstream": upstream if sequences else None, "h_prev": h_prev}
-    named.update(x=t.x, mask=t.mask)
+    named = {
+        "upstream": upstream if sequences else None,
+        "h_prev": h_prev,
+        "x": t.x,
+        "mask": t.mask,
+    }
     names = [name for name, value in named.items() if value is not None]
     seqs = tuple(named[name] for name in names) + tuple(kept or ())
     summed = [name for name in _WEIGHTS if getattr(t, name) is not None]

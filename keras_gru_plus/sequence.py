@@ -12,9 +12,9 @@
 Every runner's loop carries the state alone and emits one state per step
 (after it; before it in the training forward pass, whose backward pass
 multiplies by it), so the carry and the emitted value share one
-structure, as Keras' TensorFlow `scan` requires. A masked step keeps the state by a
-select on it, or in the inference runners, where the plan says
-`hold="gate"`, through its inputs (`recurrence.held_by_gate`).
+structure, as Keras' TensorFlow `scan` requires. A masked step keeps the
+state by a select on it, or in the inference runners, where the plan
+says `hold="gate"`, through its inputs (`recurrence.held_by_gate`).
 """
 
 from keras import ops
