@@ -36,6 +36,7 @@ serves the activations listed in `_SLOPES`; the plan falls back to autodiff
 for any other.
 """
 
+import math
 from typing import Any
 from typing import NamedTuple
 
@@ -296,10 +297,10 @@ def _forward(t, spec, plan):
     Returns `(h_last, h_prev, kept)`: the last state, the state before each
     step `(time, batch, units)` (what the backward pass multiplies by), and
     the gates `(z, r, hh[, rec_h])` of every step, then the statistics of
-    its recurrent normalizations (flat, see `_flat_stats`), if the plan
-    keeps them, else `None`. Where the blocks loop in Python, `h_prev` and
-    the kept gates are `scan.Blocks`, which the backward pass takes back
-    cut the same way.
+    its recurrent normalizations (flat, see `_flat_stats`) and those of its
+    input normalization `(n, s)`, if the plan keeps them, else `None`.
+    Where the blocks loop in Python, `h_prev` and the kept gates are
+    `scan.Blocks`, which the backward pass takes back cut the same way.
     """
     keep = None if t.mask is None else t.mask > 0
     step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
@@ -327,14 +328,34 @@ def _forward(t, spec, plan):
         # The state alone, shaped like the carry (TensorFlow's `scan`).
         return h_new, h
 
+    # With kept gates the backward pass needs the inputs' projection only
+    # for its normalization's statistics: kept too, it is not recomputed.
+    input_norm = recurrence.input_norm(t, spec) if plan.keep_gates else None
+
+    # What one step emits: the state, or with kept gates those and the
+    # statistics of its normalizations.
+    gates_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
+
     def run_block(h, parts):
-        arrays, _ = _loop_arrays(parts[0], t, spec, split)
-        h, ys = scan.scan(step, h, arrays + tuple(parts[1:]), indexed=True)
-        return h, (ys if plan.keep_gates else (ys,)), ()
+        arrays, input_stats = _loop_arrays(parts[0], t, spec, split)
+        h, ys = scan.scan(
+            step,
+            h,
+            arrays + tuple(parts[1:]),
+            indexed=True,
+            ys_like=gates_like if plan.keep_gates else None,
+        )
+        if not plan.keep_gates:
+            return h, (ys,), ()
+        return h, ys + (input_stats if input_norm is not None else ()), ()
 
     step_like = (t.h0,)
     if plan.keep_gates:
-        step_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
+        step_like = gates_like
+        if input_norm is not None:
+            step_like += layer_norm.stats_like(
+                ops.shape(t.h0)[:-1], input_norm, t.h0.dtype
+            )
     loop, options = _block_loop(plan)
     h_last, ys, _ = scan.blocks_loop(
         run_block,
@@ -367,12 +388,16 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
         block = dict(zip(names, parts))
         upstream_b, mask_b = block.get("upstream"), block.get("mask")
         h_prev_b, x_b = block["h_prev"], block["x"]
-        kept_b = tuple(parts[len(names) :]) if kept is not None else None
         # The projection is needed to recompute the gates, and its input
-        # normalization's statistics for its gradients.
-        if kept_b is not None and t.input_gamma is None:
+        # normalization's statistics for its gradients, unless both were
+        # kept (the statistics after the gates).
+        if kept is not None:
+            kept_b = tuple(parts[len(names) :])
             arrays, input_stats = None, None
+            if t.input_gamma is not None:
+                kept_b, input_stats = kept_b[:-2], kept_b[-2:]
         else:
+            kept_b = None
             arrays, input_stats = _loop_arrays(x_b, t, spec, plan.split_gates)
         dh_b, delta_x, grads = _block_grads(
             dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b
@@ -474,19 +499,34 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     masked = keep is not None
     if masked:
         loop_xs = loop_xs + (keep > 0,)
+    # With layer normalization the steps compute the gradients that reach
+    # `h R` (through the normalizations): kept where the loops may emit
+    # more than the carry (where the forward kept its gates), so that the
+    # weights' gradients do not recompute them over the block.
+    keep_deltas = norms is not None and kept is not None
     back_step = _back_step(
         through_recurrence(t.recurrent_kernel, spec, norms),
         t.recurrent_mask,
         masked,
         with_upstream,
+        keep_deltas,
     )
     # (On PyTorch `scan` is a Python loop; on TensorFlow an indexed one.)
-    dh_first, g = scan.scan(back_step, dh_next, loop_xs, reverse=True, indexed=True)
+    ys_like = None
+    if keep_deltas:
+        batch = ops.shape(dh_next)[:-1]
+        ys_like = (dh_next,) + tuple(
+            ops.zeros(batch + (math.prod(n.gamma.shape),), dh_next.dtype) for n in norms
+        )
+    dh_first, ys = scan.scan(
+        back_step, dh_next, loop_xs, reverse=True, indexed=True, ys_like=ys_like
+    )
     del loop_xs
+    g, deltas = (ys[0], ys[1:]) if keep_deltas else (ys, None)
     # From here on vectorized over all steps. Masked steps get exact zeros:
     # `g` is zero there, and the values it multiplies are finite given
     # finite inputs there (see `gru_states`' `x`).
-    delta_x, grads = weight_grads(g, h_in, saved, t, spec, norms)
+    delta_x, grads = weight_grads(g, h_in, saved, t, spec, norms, deltas)
     return dh_first, delta_x, grads
 
 
@@ -513,15 +553,17 @@ def _gates(h_in, x_arrays, t, spec, kept, norms):
     )
 
 
-def _back_step(through_recurrence, recurrent_mask, masked, with_upstream):
-    """The step of the reverse loop: `(dL/dh_t, xs_t) -> (dL/dh_{t-1}, g_t)`.
+def _back_step(through_recurrence, recurrent_mask, masked, with_upstream, keep_deltas):
+    """The step of the reverse loop: `(dL/dh_t, xs_t) -> (dL/dh_{t-1}, g_t)`,
+    or `(dL/dh_{t-1}, (g_t, *deltas_t))` with `keep_deltas`.
 
     `xs_t` is `(upstream_t, z_t, *factors_t)` (without `upstream_t` where
     only the last state has a gradient: it comes in as `dL/dh_t` of the
     last step), then the step's mask when `masked`; `g_t` is the gradient
     reaching `h_t` (zero at masked steps). `through_recurrence(g_t,
-    factors_t)` is the part of dL/dh_{t-1} that goes through `R` (the
-    formula variant's).
+    factors_t)` is `(dh, deltas)`: the part of dL/dh_{t-1} that goes
+    through `R`, and the gradients reaching the recurrent products `h R`
+    on the way (the formula variant's).
     """
 
     def back_step(dh_next, xs):
@@ -534,14 +576,14 @@ def _back_step(through_recurrence, recurrent_mask, masked, with_upstream):
             z, *factors = xs
             g_all = dh_next
         g = ops.where(keep, g_all, 0) if masked else g_all
-        dh_in = through_recurrence(g, factors)
+        dh_in, deltas = through_recurrence(g, factors)
         if recurrent_mask is not None:
             dh_in = dh_in * recurrent_mask
         dh_prev = dh_in + g * z
         if masked:
             # A masked step passed the state through, and its gradient.
             dh_prev = ops.where(keep, dh_prev, g_all)
-        return dh_prev, g
+        return dh_prev, ((g,) + deltas if keep_deltas else g)
 
     return back_step
 
@@ -604,12 +646,13 @@ def _through_reset_after(recurrent_kernel, spec, norms):
     def through(g, factors):
         # delta_t = [delta_z, delta_r, delta_rec_h], then LNback, then R^T.
         delta = ops.reshape(g[..., None, :] * factors[0], (-1, 3 * units))
-        return _through_norm(delta, factors[1:3], norm) @ kernel_t
+        delta = _through_norm(delta, factors[1:3], norm)
+        return delta @ kernel_t, (delta,)
 
     return through
 
 
-def _weight_grads_reset_after(g, h_in, saved, t, spec, norms):
+def _weight_grads_reset_after(g, h_in, saved, t, spec, norms, deltas=None):
     units = spec.units
     by_gate = saved.pop(0)
     delta = ops.reshape(g[..., None, :] * by_gate, ops.shape(g)[:-1] + (3 * units,))
@@ -624,7 +667,7 @@ def _weight_grads_reset_after(g, h_in, saved, t, spec, norms):
         grads["recurrent_gamma"], grads["recurrent_beta"] = layer_norm.parameter_grads(
             delta, stats, norms[0]
         )
-        delta = layer_norm.backward(delta, stats, norms[0])
+        delta = deltas[0] if deltas else layer_norm.backward(delta, stats, norms[0])
     grads["recurrent_kernel"] = _weight_grad(h_in, delta)
     return delta_x, grads
 
@@ -647,23 +690,29 @@ def _through_reset_before(recurrent_kernel, spec, norms):
 
     def through(g, factors):
         f_z, f_hh, q, r = factors[:4]
-        d_rh = _through_norm(g * f_hh, factors[6:8], norm_h) @ kernel_h_t
+        delta_a_hh = _through_norm(g * f_hh, factors[6:8], norm_h)
+        d_rh = delta_a_hh @ kernel_h_t
         delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
-        return d_rh * r + _through_norm(delta_zr, factors[4:6], norm_zr) @ kernel_zr_t
+        delta_a_zr = _through_norm(delta_zr, factors[4:6], norm_zr)
+        return d_rh * r + delta_a_zr @ kernel_zr_t, (delta_a_zr, delta_a_hh)
 
     return through
 
 
-def _weight_grads_reset_before(g, h_in, saved, t, spec, norms):
+def _weight_grads_reset_before(g, h_in, saved, t, spec, norms, deltas=None):
     f_z, f_hh, q, r, stats = saved
     norm_zr, norm_h = (None, None) if norms is None else norms
     stats_zr, stats_h = stats or (None, None)
     kernel_h_t = ops.transpose(t.recurrent_kernel[:, 2 * spec.units :])
     delta_hh = g * f_hh
-    delta_a_hh = _through_norm(delta_hh, stats_h, norm_h)
+    if deltas:
+        delta_a_zr, delta_a_hh = deltas
+    else:
+        delta_a_hh = _through_norm(delta_hh, stats_h, norm_h)
     d_rh = delta_a_hh @ kernel_h_t
     delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
-    delta_a_zr = _through_norm(delta_zr, stats_zr, norm_zr)
+    if not deltas:
+        delta_a_zr = _through_norm(delta_zr, stats_zr, norm_zr)
     delta_x = ops.concatenate([delta_zr, delta_hh], axis=-1)
     grads = {
         "recurrent_kernel": ops.concatenate(

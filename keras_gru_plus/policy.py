@@ -45,9 +45,10 @@ class BackendPolicy:
             per-gate arrays `(time, batch, units)` instead of one packed
             `(time, batch, 3 * units)`.
         keep_gates: whether the training forward pass keeps its gates for
-            the backward pass (below long blocks) instead of recomputing
-            them. Its steps then emit more than the carry, which Keras'
-            TensorFlow `scan` does not take.
+            the backward pass (below long blocks, over a length known when
+            traced) instead of recomputing them. Its steps then emit more
+            than the carry, which Keras' TensorFlow `scan` does not take:
+            the indexed loops take it (`scan.scan`'s `ys_like`).
         python_loops: whether every loop is a Python loop (eager backends).
         indexed_loops: whether loops that autodiff does not go through read
             their inputs by step number (`scan.scan`'s `indexed`).
@@ -157,8 +158,14 @@ POLICIES = {
         # Reading by step number, a training step at 1,000 steps: peak
         # memory 438 -> 342 MB, time 2-4% lower.
         indexed_loops=True,
-        # (`keep_gates`: keeping the forward gates measured no faster here
-        # than recomputing them.)
+        # Keeping the forward gates: the steps of the indexed loops emit
+        # them (`scan.scan`'s `ys_like`: over groups of unrolled steps).
+        # `benchmarks/compare.py` against recomputing them, training,
+        # new/old, 15 repeats: base 0.75 and 0.77 (two runs), `user: base`
+        # 0.79, `user: Masking` 0.77, masked 0.81, return_sequences 0.78,
+        # dropout 0.83, reset_after=False 0.95, layer_norm 0.98 and 1.00;
+        # predict unchanged (0.96-1.03).
+        keep_gates=True,
         # Keras' TensorFlow `scan` reads and writes its carry and outputs
         # through TensorArrays at every iteration; over groups of unrolled
         # steps that cost is paid once per group. Training steps 3-8%
@@ -358,7 +365,10 @@ class Plan:
               mask per gate).
         block: steps per block (`None`: the whole sequence is one block).
             For `"step_projection"`, the blocks of unrolled steps.
-        keep_gates: `"bptt"` keeps the forward gates for the backward pass.
+        keep_gates: `"bptt"` keeps the forward gates for the backward pass
+            (and, with layer normalization, the statistics of the input
+            side, and the reverse steps' gradients of the recurrent
+            products for the weights' gradients).
         block_loop: how `"bptt"`'s blocks loop: `"scan"` or `"python"`
             (where the policy has `python_loops`, a `scan` is a Python loop
             too).
@@ -435,7 +445,7 @@ def plan(
         chosen = Plan(
             "bptt",
             block=block,
-            keep_gates=policy.keep_gates and long_block is None,
+            keep_gates=policy.keep_gates and long_block is None and n_steps is not None,
             block_loop=("python" if short and policy.python_short_blocks else "scan"),
             split_gates=split,
         )

@@ -19,7 +19,7 @@ from keras import ops
 from keras_gru_plus import policy
 
 
-def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
+def scan(step, init, xs, reverse=False, parallel=1, indexed=False, ys_like=None):
     """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
 
     `step(carry, xs_t) -> (carry, y_t)`. On TensorFlow, `y_t` must have the
@@ -37,6 +37,12 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
     instead of Keras' `scan` copying every array of `xs` into a TensorArray
     first; with a single tensor as the carry and a length known when traced,
     over groups of `step_groups` unrolled steps.
+
+    `ys_like`: for an indexed loop whose steps emit a tuple `y_t` not shaped
+    like the carry, arrays shaped like it. Where the policy has
+    `indexed_loops` such a loop goes over groups of unrolled steps, or is a
+    Python loop where there are fewer than two groups (a length known when
+    traced).
     """
     current = policy.current()
     if current.python_loops:
@@ -46,8 +52,22 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False):
         groups = policy.whole_blocks(n_steps, current.step_groups)
         if groups and not isinstance(init, (tuple, list)):
             return unrolled_blocks(
-                step, init, xs, groups, reverse=reverse, indexed=True, parallel=parallel
+                step,
+                init,
+                xs,
+                groups,
+                reverse=reverse,
+                ys_like=ys_like,
+                indexed=True,
+                parallel=parallel,
             )
+        if ys_like is not None:
+            if n_steps is None:
+                raise ValueError(
+                    "scan: steps whose outputs are not shaped like the carry "
+                    "need a length known when traced; received None."
+                )
+            return python_loop(step, init, xs, reverse)
 
         def indexed_step(carry, t):
             return step(carry, tuple(x[t] for x in xs))
@@ -299,23 +319,32 @@ def _whole_blocks(
     return last[0], ys, totals
 
 
-def unrolled_blocks(step, init, xs, block, reverse=False, **loop_options):
+def unrolled_blocks(step, init, xs, block, reverse=False, ys_like=None, **loop_options):
     """`scan(step, init, xs)` as a loop over blocks of `block` unrolled
     steps (`blocks_loop`, whose preconditions hold): the loop's own cost
     per iteration is paid once per block.
 
     `step(carry, xs_t) -> (carry, y_t)`, with a single tensor as the carry
-    and `y_t` shaped like it. `loop_options` go to the `scan` of blocks.
+    and `y_t` shaped like it, or a tuple shaped like the arrays of
+    `ys_like`. `loop_options` go to the `scan` of blocks.
     """
 
     def run_block(carry, parts):
         carry, ys = python_loop(step, carry, parts, reverse)
-        return carry, (ys,), ()
+        return carry, (ys if ys_like is not None else (ys,)), ()
 
-    carry, (ys,), _ = blocks_loop(
-        run_block, init, xs, block, step_like=(init,), reverse=reverse, **loop_options
+    carry, ys, _ = blocks_loop(
+        run_block,
+        init,
+        xs,
+        block,
+        step_like=(init,) if ys_like is None else ys_like,
+        reverse=reverse,
+        **loop_options,
     )
-    return carry, joined(ys)
+    if ys_like is None:
+        return carry, joined(ys[0])
+    return carry, tuple(joined(y) for y in ys)
 
 
 def final_carry(step, init, xs):

@@ -168,8 +168,10 @@ def test_blocks_and_gates_derive_from_the_table(short):
         # From two long blocks on: long blocks, gates recomputed.
         long = policy.plan(20, True, True)
         assert long.block == 10 and not long.keep_gates
-        # Unknown length: one block.
-        assert policy.plan(None, True, True).block is None
+        # Unknown length: one block, gates recomputed (the indexed loops
+        # emit more than the carry over a known length only).
+        unknown = policy.plan(None, True, True)
+        assert unknown.block is None and not unknown.keep_gates
         with policy.override(project_in_step=False):
             assert policy.plan(20, False, True).block == 10
 
@@ -305,3 +307,56 @@ def test_a_backward_pass_under_another_policy_than_its_forward():
         return xv.grad.numpy()
 
     np.testing.assert_allclose(gradient(True), gradient(False), atol=1e-6)
+
+
+def _sum_step(carry, xs):
+    """A running sum, emitting it and a wider array: outputs not shaped
+    like the carry."""
+    carry = carry + xs[0]
+    return carry, (carry, keras.ops.concatenate([carry, 2 * carry], -1))
+
+
+@pytest.mark.parametrize("n_steps", [3, 10, 12])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_indexed_loop_emits_outputs_unlike_its_carry(n_steps, reverse):
+    # Over groups of 5 unrolled steps from two groups on (12: a rest of 2
+    # steps), else a Python loop.
+    x = np.arange(n_steps * 2, dtype="float32").reshape(n_steps, 2)
+    like = (x[0], np.zeros(4, "float32"))
+    with policy.override(indexed_loops=True, step_groups=5, python_loops=False):
+        carry, (sums, wide) = scan.scan(
+            _sum_step,
+            np.zeros(2, "float32"),
+            (x,),
+            reverse=reverse,
+            indexed=True,
+            ys_like=like,
+        )
+    expected = x[::-1].cumsum(0)[::-1] if reverse else x.cumsum(0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(carry), x.sum(0))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sums), expected)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(wide), np.concatenate([expected, 2 * expected], -1)
+    )
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="a length unknown when traced: a tf.function's None time axis",
+)
+def test_an_indexed_loop_unlike_its_carry_needs_a_known_length():
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 2), "float32")])
+    def run(x):
+        with policy.override(indexed_loops=True, step_groups=5):
+            return scan.scan(
+                _sum_step,
+                tf.zeros(2),
+                (x,),
+                indexed=True,
+                ys_like=(tf.zeros(2), tf.zeros(4)),
+            )[0]
+
+    with pytest.raises(ValueError, match="length known when traced; received None"):
+        run(tf.ones((4, 2)))
