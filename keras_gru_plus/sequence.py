@@ -74,6 +74,7 @@ def run_sequence(
         unroll,
         recurrent_mask_count=len(weights.recurrent_masks or ()),
         known_slopes=bptt.supports(spec),
+        layer_norm=spec.layer_norm,
         gate_can_hold=mask is not None
         and recurrence.gate_can_hold(
             spec.activation, spec.recurrent_activation, initial_state.dtype

@@ -217,9 +217,11 @@ GRID = {
     "initial_state": [False, True],
     "return_sequences": [True, False],
     # The engine's blocks of 2 steps (2 blocks and a 1-step block): those
-    # of long sequences, and those of shorter ones (PyTorch, TensorFlow;
-    # JAX takes none, policy: short_block_steps is None).
-    "blocks": [None, "long", "short"],
+    # of long sequences, those of shorter ones (PyTorch, TensorFlow; JAX
+    # takes none, policy: short_block_steps is None), and those of
+    # layer-normalized training (JAX; the others take none, policy:
+    # norm_block_steps is None).
+    "blocks": [None, "long", "short", "norm"],
     "epsilon": [1e-5, 1e-3],
     # Training selects the hand-written backward pass and dropout.
     "training": [True, False],
@@ -272,6 +274,8 @@ def _expected_block(case):
     """The block size the hand-written backward pass must take."""
     if case["blocks"] == "long" or (case["blocks"] == "short" and BACKEND != "jax"):
         return 2
+    if case["blocks"] == "norm" and BACKEND == "jax":
+        return 2
     return None
 
 
@@ -293,6 +297,8 @@ def test_layer_norm_grid_forward_and_gradients(case, resize, plans):
         resize(block_steps=2)
     elif case["blocks"] == "short":
         resize(short_block_steps=2)
+    elif case["blocks"] == "norm":
+        resize(norm_block_steps=2)
     rng = np.random.default_rng(1)
     layer = keras_gru_plus.GRU(
         U,

@@ -176,6 +176,28 @@ def test_blocks_and_gates_derive_from_the_table(short):
             assert policy.plan(20, False, True).block == 10
 
 
+@pytest.mark.parametrize("short", [None, 4, 2])
+def test_layer_normalized_training_takes_the_shorter_norm_blocks(short):
+    with policy.override(
+        block_steps=10, short_block_steps=short, norm_block_steps=3, keep_gates=True
+    ):
+        # Shorter than the short blocks (or than one block): norm blocks,
+        # gates kept below long blocks.
+        mid = policy.plan(19, True, True, layer_norm=True)
+        assert mid.block == (2 if short == 2 else 3) and mid.keep_gates
+        assert policy.plan(19, True, True).block == short
+        # Long sequences: norm blocks, the gates recomputed as in long
+        # blocks.
+        long = policy.plan(40, True, True, layer_norm=True)
+        assert long.block == 3 and not long.keep_gates
+        # Too short for two norm blocks, inference, an unknown length,
+        # autodiff: as without layer normalization.
+        for args in [(5, True, True), (19, False, True), (None, True, True)]:
+            assert policy.plan(*args, layer_norm=True) == policy.plan(*args)
+        autodiff = policy.plan(19, True, True, recurrent_mask_count=3, layer_norm=True)
+        assert autodiff.runner == "autodiff"
+
+
 def test_short_blocks_loop_in_python_where_the_table_says():
     with policy.override(block_steps=10, short_block_steps=4):
         for python_short in (False, True):
