@@ -236,6 +236,13 @@ POLICIES = {
         # configurations (base 41.7 -> 38.6 ms), wide (512 units)
         # unchanged; state-only predict 5% faster.
         short_block_steps=25,
+        # Layer-normalized training in blocks of 25 from 200 steps on too:
+        # the `layer_norm` row's training step at 200 steps 293.8 -> 197.2
+        # ms, at 400 steps 507.6 -> 427.3 and 422.9 -> 389.7 ms (two runs;
+        # plain layer 245-259 ms). Medians of 7 and 9 calls, interleaved.
+        # (Blocks of 10 at 100 steps: 99.5 -> 99.8 ms. On TensorFlow
+        # neither gained: 43.2 -> 43.6 ms, 269 -> 277 ms.)
+        norm_block_steps=25,
         # A step's layer normalization by matmul: one normalization of
         # `(32, 384)` 191 -> 67 us, its backward pass 101 -> 56 us; the
         # `layer_norm` row, predict 41.2 -> 32.3 ms, train 147 -> 130 ms
@@ -260,8 +267,9 @@ POLICIES = {
         # the kept gates (four more outputs per step, stacked) and the
         # short blocks (a second copy of the loops' code) cost compile time
         # and win nothing; sequences of 200 steps or more keep their blocks
-        # of 100. `benchmarks/torch_compile.py`'s model (50 steps, 32
-        # units, batch 32, SGD), first training call / later steps, one
+        # of 100 (with layer normalization too). `benchmarks/
+        # torch_compile.py`'s model (50 steps, 32 units, batch 32, SGD),
+        # first training call / later steps, one
         # session, one run each: 86.7 s / 5.48 ms with this entry, 81.8 s /
         # 5.49 ms without kept gates, 79.1 s / 3.59 ms in one block, 72.6 s
         # / 3.39 ms with neither (keras.layers.GRU 59.1-63.6 s / 4.56-5.06
@@ -271,7 +279,11 @@ POLICIES = {
         # rest of the gap is the backward pass: Inductor compiles one C++
         # kernel per step of the hand-written reverse loop (at 10 steps: 7
         # of ours, 2 fused ones for autodiff of the built-in's loop).
-        compiled=(("keep_gates", False), ("short_block_steps", None)),
+        compiled=(
+            ("keep_gates", False),
+            ("short_block_steps", None),
+            ("norm_block_steps", None),
+        ),
     ),
 }
 
