@@ -171,7 +171,12 @@ def gru_states(
     """
     _check_weights(weights, spec)
     if plan is None:
-        plan = policy.plan(x.shape[0], training=True, return_sequences=True)
+        plan = policy.plan(
+            x.shape[0],
+            training=True,
+            return_sequences=True,
+            layer_norm=spec.layer_norm,
+        )
     if plan.block is None:
         x, weights = _projected_before(x, weights, spec)
     named = _Tensors(
@@ -400,7 +405,7 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
             kept_b = None
             arrays, input_stats = _loop_arrays(x_b, t, spec, plan.split_gates)
         dh_b, delta_x, grads = _block_grads(
-            dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b
+            dh, upstream_b, h_prev_b, arrays, mask_b, t, spec, kept_b, plan.keep_deltas
         )
         d_x, projection_grads = _projection_grads(delta_x, x_b, t, spec, input_stats)
         grads.update(projection_grads)
@@ -473,13 +478,18 @@ def _weight_grad(a, b):
     return ops.transpose(ops.reshape(a, (-1, k))) @ ops.reshape(b, (-1, n))
 
 
-def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
+def _block_grads(
+    dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept, keep_deltas=False
+):
     """The gradients over consecutive steps, given dL/dh after the last.
 
     `upstream`: the gradient of each step's output `(steps, batch, units)`,
     or `None` where only the last state's reaches the loop (through
     `dh_next`). `x_arrays`: the projected inputs of the steps (to recompute
     the gates). `kept`: the gates the forward steps kept, or `None`.
+    `keep_deltas`: with layer normalization and `kept`, the reverse steps
+    emit what reaches each recurrent product through its normalization
+    (the plan's `keep_deltas`), for the weights' gradients.
     `keep`: the 0/1 step mask `(steps, batch, 1)` or `None`.
 
     Returns `(dh_before_first, delta_x, grads)`: `delta_x` =
@@ -500,10 +510,11 @@ def _block_grads(dh_next, upstream, h_prev, x_arrays, keep, t, spec, kept):
     if masked:
         loop_xs = loop_xs + (keep > 0,)
     # With layer normalization the steps compute the gradients that reach
-    # `h R` (through the normalizations): kept where the loops may emit
-    # more than the carry (where the forward kept its gates), so that the
-    # weights' gradients do not recompute them over the block.
-    keep_deltas = norms is not None and kept is not None
+    # `h R` (through the normalizations): kept where the plan says (where
+    # the forward kept its gates, and the loops may emit more than the
+    # carry), so that the weights' gradients do not recompute them over
+    # the block.
+    keep_deltas = keep_deltas and norms is not None and kept is not None
     back_step = _back_step(
         through_recurrence(t.recurrent_kernel, spec, norms),
         t.recurrent_mask,

@@ -495,6 +495,61 @@ def test_gradients_in_float64_match_central_differences(resize, plans):
     assert bptt and {p.block for p in bptt} == {2}, bptt
 
 
+@pytest.mark.parametrize("keep_deltas", [True, False])
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_kept_gates_statistics_and_deltas_match_central_differences(
+    reset_after, keep_deltas, plans
+):
+    """The training pass that keeps the forward gates and the input side's
+    statistics, with the reverse steps' normalized gradients kept or
+    recomputed (the policy's `keep_norm_deltas`, which differs by backend),
+    in blocks of 2 steps (a 1-step block last), masked, from an initial
+    state: every gradient against float64 central differences of the
+    reference."""
+    from keras_gru_plus import policy
+
+    rng = np.random.default_rng(7)
+    layer = keras_gru_plus.GRU(
+        3, layer_norm=True, reset_after=reset_after, return_sequences=True
+    )
+    x = rng.normal(size=(2, 5, 4)).astype("float32")
+    layer.build(x.shape)
+    weights = _randomize(layer, seed=8)
+    names = _names()
+    h0 = rng.normal(size=(2, 3)).astype("float32")
+    probe = [rng.normal(size=(2, 5, 3)).astype("float32")]
+    with policy.override(
+        short_block_steps=2,
+        norm_block_steps=None,
+        keep_gates=True,
+        keep_norm_deltas=keep_deltas,
+    ):
+        _, dx, dh0, dw = _outputs_and_gradients(
+            layer, x, h0, {"mask": MASK, "training": True}, probe
+        )
+
+    def loss(arrays):
+        sequences, _, _ = _reference(
+            dict(zip(names, arrays[2:])),
+            arrays[0],
+            reset_after=reset_after,
+            mask=MASK,
+            initial_state=arrays[1],
+        )
+        return float(np.sum(sequences * probe[0]))
+
+    arrays = [x, h0] + [weights[n] for n in names]
+    numeric = _central_differences(loss, [a.astype(np.float64) for a in arrays])
+    for label, got, want in zip(
+        ["inputs", "initial_state"] + names, [dx, dh0] + dw, numeric
+    ):
+        np.testing.assert_allclose(got, want, atol=2e-4, rtol=2e-4, err_msg=label)
+    bptt = [p for p in plans if p.runner == "bptt"]
+    assert bptt and all(
+        (p.block, p.keep_gates, p.keep_deltas) == (2, True, keep_deltas) for p in bptt
+    ), bptt
+
+
 # Configuration, weights, saving.
 
 

@@ -186,13 +186,23 @@ def test_layer_normalized_training_takes_the_shorter_norm_blocks(short):
         mid = policy.plan(19, True, True, layer_norm=True)
         assert mid.block == (2 if short == 2 else 3) and mid.keep_gates
         assert policy.plan(19, True, True).block == short
+        # The normalized gradients kept with the gates, where the policy
+        # keeps them; never without layer normalization.
+        for keep_deltas in (True, False):
+            with policy.override(keep_norm_deltas=keep_deltas):
+                chosen = policy.plan(19, True, True, layer_norm=True)
+                assert chosen.keep_deltas is keep_deltas
+                assert policy.plan(19, True, True).keep_deltas is False
         # Long sequences: norm blocks, the gates recomputed as in long
         # blocks.
         long = policy.plan(40, True, True, layer_norm=True)
-        assert long.block == 3 and not long.keep_gates
+        assert long.block == 3 and not long.keep_gates and not long.keep_deltas
         # Too short for two norm blocks, inference, an unknown length,
-        # autodiff: as without layer normalization.
-        for args in [(5, True, True), (19, False, True), (None, True, True)]:
+        # autodiff: as without layer normalization (but for the kept
+        # normalized gradients).
+        short_plan = policy.plan(5, True, True, layer_norm=True)
+        assert short_plan.block == policy.plan(5, True, True).block
+        for args in [(19, False, True), (None, True, True)]:
             assert policy.plan(*args, layer_norm=True) == policy.plan(*args)
         autodiff = policy.plan(19, True, True, recurrent_mask_count=3, layer_norm=True)
         assert autodiff.runner == "autodiff"
