@@ -416,6 +416,24 @@ def _central_differences(f, arrays, eps=1e-6):
     return grads
 
 
+def _probed_reference(names, reset_after, probe):
+    """The loss of the float64 reference over `MASK` from `[x, h0,
+    *weights]` (weights in the order of `names`): the sum of its sequences
+    times `probe[0]`, plus its last state times `probe[1]` if given."""
+
+    def reference_loss(arrays):
+        sequences, _, state = _reference(
+            dict(zip(names, arrays[2:])),
+            arrays[0],
+            reset_after=reset_after,
+            mask=MASK,
+            initial_state=arrays[1],
+        )
+        return float(sum(np.sum(o * p) for o, p in zip([sequences, state], probe)))
+
+    return reference_loss
+
+
 def test_gradients_in_float64_match_central_differences(resize, plans):
     """The layer in float64 on the current backend (JAX with its 64-bit
     types on), `reset_after=False`, masked, from an initial state, trained
@@ -462,15 +480,7 @@ def test_gradients_in_float64_match_central_differences(resize, plans):
         analytic = [dx, dh0] + dw
         directions = [rng.normal(size=a.shape) for a in base]
 
-        def reference_loss(arrays):
-            sequences, _, state = _reference(
-                dict(zip(names, arrays[2:])),
-                arrays[0],
-                reset_after=reset_after,
-                mask=MASK,
-                initial_state=arrays[1],
-            )
-            return float(np.sum(sequences * probe[0]) + np.sum(state * probe[1]))
+        reference_loss = _probed_reference(names, reset_after, probe)
 
         def layer_loss(arrays):
             for v, a in zip(layer.trainable_weights, arrays[2:]):
@@ -528,17 +538,8 @@ def test_kept_gates_statistics_and_deltas_match_central_differences(
             layer, x, h0, {"mask": MASK, "training": True}, probe
         )
 
-    def loss(arrays):
-        sequences, _, _ = _reference(
-            dict(zip(names, arrays[2:])),
-            arrays[0],
-            reset_after=reset_after,
-            mask=MASK,
-            initial_state=arrays[1],
-        )
-        return float(np.sum(sequences * probe[0]))
-
     arrays = [x, h0] + [weights[n] for n in names]
+    loss = _probed_reference(names, reset_after, probe)
     numeric = _central_differences(loss, [a.astype(np.float64) for a in arrays])
     for label, got, want in zip(
         ["inputs", "initial_state"] + names, [dx, dh0] + dw, numeric
