@@ -443,7 +443,16 @@ def gate_values(
         if recurrent_norm is not None:
             rec_hh = _normalized(rec_hh, recurrent_norm[1], stats)
         hh = activation(x_h + rec_hh)
+    dtype = h_in.dtype
+    z, r, hh = _cast_to(z, dtype), _cast_to(r, dtype), _cast_to(hh, dtype)
     return Gates(z, r, hh, rec_h, tuple(stats or ()))
+
+
+def _cast_to(v, dtype):
+    """`v` in `dtype`. An activation may return another dtype than it took
+    (Keras 3.15.1's `ops.tanh` returns float32 for float64 on JAX); the
+    gates keep the state's, which a loop's carry of kept gates must."""
+    return v if v.dtype == dtype else ops.cast(v, dtype)
 
 
 def _normalized(v, norm, stats):

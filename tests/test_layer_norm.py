@@ -434,7 +434,8 @@ def _probed_reference(names, reset_after, probe):
     return reference_loss
 
 
-def test_gradients_in_float64_match_central_differences(resize, plans):
+@pytest.mark.parametrize("kept", [False, True])
+def test_gradients_in_float64_match_central_differences(kept, resize, plans):
     """The layer in float64 on the current backend (JAX with its 64-bit
     types on), `reset_after=False`, masked, from an initial state, trained
     (the hand-written backward pass in blocks of 2 steps): its directional
@@ -446,8 +447,14 @@ def test_gradients_in_float64_match_central_differences(resize, plans):
     computes `ops.mean` of float64 arrays in float32 on JAX and PyTorch
     (`dtypes.result_type("float64", "float32")` is "float32"), and
     `ops.tanh` on JAX. A wrong entry anywhere in an array moves its
-    directional derivative."""
-    resize(block_steps=2)
+    directional derivative. With `kept`, the blocks of 2 steps are those
+    of shorter sequences (or of layer-normalized training), whose forward
+    pass keeps its gates: in float64, where Keras' JAX `ops.tanh` returns
+    float32, a loop of blocks carried them in another dtype (TypeError)."""
+    if kept:
+        resize(short_block_steps=2, norm_block_steps=2)
+    else:
+        resize(block_steps=2)
     reset_after = False
     rng = np.random.default_rng(5)
     with float64():
@@ -502,7 +509,7 @@ def test_gradients_in_float64_match_central_differences(resize, plans):
                     got, numeric, **tolerance, err_msg=f"{label} ({loss.__name__})"
                 )
     bptt = [p for p in plans if p.runner == "bptt"]
-    assert bptt and {p.block for p in bptt} == {2}, bptt
+    assert bptt and {(p.block, p.keep_gates) for p in bptt} == {(2, kept)}, bptt
 
 
 @pytest.mark.parametrize("keep_deltas", [True, False])
