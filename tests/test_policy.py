@@ -355,11 +355,13 @@ def test_an_indexed_loop_emits_outputs_unlike_its_carry(n_steps, reverse):
     # steps), else a Python loop.
     x = np.arange(n_steps * 2, dtype="float32").reshape(n_steps, 2)
     like = (x[0], np.zeros(4, "float32"))
+    # As tensors: a traced step number cannot index a NumPy array.
+    tensors = [keras.ops.convert_to_tensor(a) for a in (x, np.zeros(2, "float32"))]
     with policy.override(indexed_loops=True, step_groups=5, python_loops=False):
         carry, (sums, wide) = scan.scan(
             _sum_step,
-            np.zeros(2, "float32"),
-            (x,),
+            tensors[1],
+            (tensors[0],),
             reverse=reverse,
             indexed=True,
             ys_like=like,
