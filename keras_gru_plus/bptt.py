@@ -337,9 +337,11 @@ def _forward(t, spec, plan):
     # for its normalization's statistics: kept too, it is not recomputed.
     input_norm = recurrence.input_norm(t, spec) if plan.keep_gates else None
 
-    # What one step emits: the state, or with kept gates those and the
-    # statistics of its normalizations.
-    gates_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
+    # What one step emits with kept gates: those and the statistics of its
+    # normalizations (else the state alone).
+    gates_like = None
+    if plan.keep_gates:
+        gates_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
 
     def run_block(h, parts):
         arrays, input_stats = _loop_arrays(parts[0], t, spec, split)
@@ -348,7 +350,7 @@ def _forward(t, spec, plan):
             h,
             arrays + tuple(parts[1:]),
             indexed=True,
-            ys_like=gates_like if plan.keep_gates else None,
+            ys_like=gates_like,
         )
         if not plan.keep_gates:
             return h, (ys,), ()
@@ -716,14 +718,12 @@ def _weight_grads_reset_before(g, h_in, saved, t, spec, norms, deltas=None):
     stats_zr, stats_h = stats or (None, None)
     kernel_h_t = ops.transpose(t.recurrent_kernel[:, 2 * spec.units :])
     delta_hh = g * f_hh
-    if deltas:
-        delta_a_zr, delta_a_hh = deltas
-    else:
-        delta_a_hh = _through_norm(delta_hh, stats_h, norm_h)
+    # The normalized deltas the reverse steps kept (`_through_reset_before`
+    # order: zr, hh), or the normalizations' backward passes again.
+    delta_a_hh = deltas[1] if deltas else _through_norm(delta_hh, stats_h, norm_h)
     d_rh = delta_a_hh @ kernel_h_t
     delta_zr = ops.concatenate([g * f_z, d_rh * q], -1)
-    if not deltas:
-        delta_a_zr = _through_norm(delta_zr, stats_zr, norm_zr)
+    delta_a_zr = deltas[0] if deltas else _through_norm(delta_zr, stats_zr, norm_zr)
     delta_x = ops.concatenate([delta_zr, delta_hh], axis=-1)
     grads = {
         "recurrent_kernel": ops.concatenate(
