@@ -117,9 +117,12 @@ def _memory(harness, package, steps, pythonpath):
             "benchmark._MEMORY_SCRIPT no longer imports GRU "
             "in one line: update benchmarks/compare.py"
         )
+    from keras_gru_plus import allocator
+
     env = dict(
         os.environ,
         TF_CPP_MIN_LOG_LEVEL="3",
+        **allocator.environment(),
         PYTHONPATH=os.pathsep.join(
             pythonpath + [p for p in [os.environ.get("PYTHONPATH")] if p]
         ),
@@ -282,6 +285,11 @@ def main(argv=None):
         _hint(args)
         raise
     base_gru = importlib.import_module(f"{PACKAGE}_base.gru")
+    # The allocator settings of `python -m keras_gru_plus bench`, for both
+    # sides (`keras_gru_plus/allocator.py`).
+    from keras_gru_plus import allocator
+
+    print(allocator.retain_freed_memory())
     print(f"base {args.base} ({base_commit[:10]}): {base_gru.__file__}")
     print(f"new  {new_info['ref']}: {new_gru.__file__}")
 

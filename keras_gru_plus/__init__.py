@@ -9,6 +9,7 @@ as `"keras_gru_plus>GRU"` and `"keras_gru_plus>GRUCell"`.
 import os
 import sys
 
+from keras_gru_plus.allocator import retain_freed_memory
 from keras_gru_plus.version import __version__
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "SwapBatchTime",
     "__version__",
     "initial_states",
+    "retain_freed_memory",
     "step_function",
     "step_model",
 ]

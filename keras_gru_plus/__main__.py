@@ -18,7 +18,9 @@ package defers its imports when run as a program: see `__init__.py`), so
 the commands set what the backends read when they load, unless the user
 set it (`configure_environment`): one thread per operation
 (`OMP_NUM_THREADS`), and TensorFlow's C++ logging off
-(`TF_CPP_MIN_LOG_LEVEL`). TensorFlow 2.21 prints some start-up
+(`TF_CPP_MIN_LOG_LEVEL`); and freed memory stays in the process for the
+next call's arrays (`allocator.retain_freed_memory`, unless the user set
+glibc's `MALLOC_*` variables). TensorFlow 2.21 prints some start-up
 lines (oneDNN, absl's "All log messages before absl::InitializeLog()")
 whatever that variable says; those lines are dropped from what the
 import writes to stderr, and everything else it writes is kept
@@ -207,11 +209,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     command = args.command or "demo"
     chosen = configure_environment()
+    # Before the backend allocates: see `allocator`.
+    from keras_gru_plus import allocator
+
+    memory = allocator.retain_freed_memory()
     import keras_gru_plus
 
     with quiet_startup_logs():
         keras_gru_plus._load()
-    heading = threads(chosen)
+    heading = f"{threads(chosen)}\n{memory}"
     if command == "check":
         from keras_gru_plus import check
 

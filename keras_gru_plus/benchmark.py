@@ -42,6 +42,7 @@ import time
 import keras
 import numpy as np
 
+from keras_gru_plus import allocator
 from keras_gru_plus.gru import GRU
 
 BASE = dict(batch=32, steps=100, features=64, units=128)
@@ -554,7 +555,8 @@ def measure_memory(steps=1000):
             capture_output=True,
             text=True,
             timeout=1800,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            # The parent's allocator settings too (`allocator`).
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **allocator.environment()),
         )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
@@ -574,6 +576,7 @@ def machine_info():
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "memory": allocator.current(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "accelerator": accelerator(),
     }
@@ -591,6 +594,7 @@ def machine_line(machine):
         f"{machine['backend']}{where}: keras {machine['keras']},"
         f" {machine['cpus']} CPUs, OMP_NUM_THREADS="
         f"{machine['OMP_NUM_THREADS']}, {machine['date']}"
+        + (f"; {machine['memory']}" if machine.get("memory") else "")
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import keras_gru_plus
 from keras_gru_plus import __main__
+from keras_gru_plus import allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = {"keras", "jax", "jaxlib", "tensorflow", "torch"}
@@ -29,7 +30,11 @@ CPP_LOG = re.compile(
 def _environment(**values):
     """This process's environment without the variables the command line
     sets, plus `values`."""
-    env = {k: v for k, v in os.environ.items() if k not in __main__.DEFAULT_ENVIRONMENT}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in __main__.DEFAULT_ENVIRONMENT and k not in allocator.ENVIRONMENT
+    }
     return dict(env, **values)
 
 
@@ -160,17 +165,20 @@ def _demo(backend, **env):
 
 
 @pytest.mark.slow
-def test_the_commands_choose_one_thread_unless_the_user_did():
+def test_the_commands_choose_threads_and_memory_unless_the_user_did():
     pytest.importorskip("sklearn", reason="the demo's data ships with scikit-learn")
     backend = keras.backend.backend()
     chosen = _demo(backend)
     assert chosen.returncode == 0, chosen.stderr[-2000:]
-    heading = chosen.stdout.splitlines()[0]
+    heading, memory = chosen.stdout.splitlines()[:2]
     assert heading.startswith("threads: OMP_NUM_THREADS=1 (the default"), heading
-    users = _demo(backend, OMP_NUM_THREADS="2")
+    if allocator._glibc_mallopt() is not None:
+        assert memory.startswith("memory: freed blocks up to 32 MiB reused"), memory
+    users = _demo(backend, OMP_NUM_THREADS="2", MALLOC_TRIM_THRESHOLD_="131072")
     assert users.returncode == 0, users.stderr[-2000:]
-    heading = users.stdout.splitlines()[0]
+    heading, memory = users.stdout.splitlines()[:2]
     assert heading.startswith("threads: OMP_NUM_THREADS=2 (yours)"), heading
+    assert memory == "memory: yours (MALLOC_TRIM_THRESHOLD_)", memory
     if backend == "torch":
         assert chosen.stdout.splitlines()[0].endswith("PyTorch 1")
         assert heading.endswith("PyTorch 2")
