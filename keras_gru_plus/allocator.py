@@ -158,7 +158,9 @@ def _glibc_mallopt():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
-        libc.gnu_get_libc_version  # glibc only: musl has no such symbol
+        # glibc only: musl's `mallopt` does nothing, and it has no such symbol.
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return None
     except (OSError, AttributeError):
         return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
