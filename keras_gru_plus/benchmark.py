@@ -576,7 +576,7 @@ def machine_info():
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "memory": allocator.current(),
+        "allocator": allocator.current(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "accelerator": accelerator(),
     }
@@ -594,7 +594,7 @@ def machine_line(machine):
         f"{machine['backend']}{where}: keras {machine['keras']},"
         f" {machine['cpus']} CPUs, OMP_NUM_THREADS="
         f"{machine['OMP_NUM_THREADS']}, {machine['date']}"
-        + (f"; {machine['memory']}" if machine.get("memory") else "")
+        + (f"; {machine['allocator']}" if machine.get("allocator") else "")
     )
 
 
