@@ -67,8 +67,10 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-gru-plus",
         description="keras_gru_plus: a GRU for Keras 3 in keras.ops.",
-        epilog="OMP_NUM_THREADS is 1 unless you set it; KERAS_BACKEND picks "
-        "the backend (jax, tensorflow, torch).",
+        epilog="OMP_NUM_THREADS is 1 unless you set it; freed memory stays in "
+        "the process (glibc) unless you set MALLOC_MMAP_THRESHOLD_ or "
+        "MALLOC_TRIM_THRESHOLD_; KERAS_BACKEND picks the backend (jax, "
+        "tensorflow, torch).",
     )
     commands = parser.add_subparsers(dest="command")
     demo = commands.add_parser(
