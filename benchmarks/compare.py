@@ -117,12 +117,12 @@ def _memory(harness, package, steps, pythonpath):
             "benchmark._MEMORY_SCRIPT no longer imports GRU "
             "in one line: update benchmarks/compare.py"
         )
-    from keras_gru_plus import allocator
-
+    # The parent's allocator settings (those of the harness's package).
+    allocator = getattr(harness, "allocator", None)
     env = dict(
         os.environ,
         TF_CPP_MIN_LOG_LEVEL="3",
-        **allocator.environment(),
+        **(allocator.environment() if allocator else {}),
         PYTHONPATH=os.pathsep.join(
             pythonpath + [p for p in [os.environ.get("PYTHONPATH")] if p]
         ),
@@ -286,10 +286,14 @@ def main(argv=None):
         raise
     base_gru = importlib.import_module(f"{PACKAGE}_base.gru")
     # The allocator settings of `python -m keras_gru_plus bench`, for both
-    # sides (`keras_gru_plus/allocator.py`).
-    from keras_gru_plus import allocator
-
-    print(allocator.retain_freed_memory())
+    # sides, by the harness's package (`keras_gru_plus/allocator.py`; a
+    # harness older than it sets none).
+    allocator = getattr(benchmark, "allocator", None)
+    print(
+        allocator.retain_freed_memory()
+        if allocator
+        else "memory: the C library's defaults (the harness predates allocator)"
+    )
     print(f"base {args.base} ({base_commit[:10]}): {base_gru.__file__}")
     print(f"new  {new_info['ref']}: {new_gru.__file__}")
 

@@ -214,7 +214,10 @@ def main(argv=None):
     # Before the backend allocates: see `allocator`.
     from keras_gru_plus import allocator
 
-    memory = allocator.retain_freed_memory()
+    try:
+        memory = allocator.retain_freed_memory()
+    except ValueError as error:  # the C library refused: run with its defaults
+        memory = f"memory: the C library's defaults ({error})"
     import keras_gru_plus
 
     with quiet_startup_logs():

@@ -37,13 +37,15 @@ starts (what this function sets):
 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728 python train.py
 ```
 
-The cost: up to `trim_threshold` bytes of freed memory stay with the
-process instead of going back to the system.
+The cost: freed memory stays with the process instead of going back to
+the system, up to `trim_threshold` bytes free at the top of each of
+malloc's arenas.
 """
 
 import ctypes
-import ctypes.util
+import operator
 import os
+import platform
 import sys
 
 # glibc's `mallopt` parameters (`malloc.h`).
@@ -61,6 +63,10 @@ TRIM_THRESHOLD = 128 * 2**20
 # The environment variables that set the same before a process starts;
 # where the user set either, their choice stands.
 ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+# The same in `GLIBC_TUNABLES` (`name=value` pairs joined by colons).
+_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+# `mallopt` takes a C int.
+_INT_MAX = 2**31 - 1
 
 # What the last call of `retain_freed_memory` did in this process: its line
 # and the thresholds it set (`None` where it set none).
@@ -85,12 +91,13 @@ def retain_freed_memory(
 
     Returns:
         A line saying what was done, for a program's heading: set, left
-        to the user's `MALLOC_*` variables, or not available (a C library
-        other than glibc).
+        to the user's `MALLOC_*` variables (or their `GLIBC_TUNABLES` for
+        the same thresholds), or not available (a C library other than
+        glibc).
 
     Raises:
-        ValueError: a threshold that is not a positive whole number of
-            bytes.
+        ValueError: a threshold that is not a whole number of bytes from 1
+            to 2**31 - 1, or that glibc refuses.
 
     Example:
 
@@ -98,17 +105,15 @@ def retain_freed_memory(
     >>> keras_gru_plus.retain_freed_memory()  # doctest: +SKIP
     'memory: freed blocks up to 32 MiB reused, 128 MiB kept (glibc)'
     """
-    for name, value in (
-        ("mmap_threshold", mmap_threshold),
-        ("trim_threshold", trim_threshold),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(
-                f"retain_freed_memory: `{name}` must be a positive number of "
-                f"bytes (an int); received {value!r}."
-            )
+    mmap_threshold = _bytes("mmap_threshold", mmap_threshold)
+    trim_threshold = _bytes("trim_threshold", trim_threshold)
     environ = os.environ if environ is None else environ
-    users = [name for name in ENVIRONMENT if name in environ]
+    users = [f"{name}={environ[name]}" for name in ENVIRONMENT if name in environ]
+    users += [
+        f"GLIBC_TUNABLES {tunable}"
+        for tunable in environ.get("GLIBC_TUNABLES", "").split(":")
+        if tunable.split("=")[0] in _TUNABLES
+    ]
     if users:
         return _record(f"memory: yours ({', '.join(users)})")
     mallopt = _glibc_mallopt()
@@ -121,14 +126,29 @@ def retain_freed_memory(
         raise ValueError(
             "retain_freed_memory: glibc refused the thresholds "
             f"(mmap_threshold={mmap_threshold}, trim_threshold="
-            f"{trim_threshold}): an `mmap_threshold` above its maximum "
-            "(half its heap size, 32 or 64 MiB on 64-bit systems, by version)."
+            f"{trim_threshold}): older versions refuse an `mmap_threshold` "
+            "above half their heap size (32 MiB on 64-bit systems)."
         )
     return _record(
         f"memory: freed blocks up to {_size(mmap_threshold)} reused, "
         f"{_size(trim_threshold)} kept (glibc)",
         (mmap_threshold, trim_threshold),
     )
+
+
+def _bytes(name, value):
+    """`value` as a count of bytes that `mallopt` takes (a C int)."""
+    try:
+        count = operator.index(value)
+    except TypeError:
+        count = None
+    if isinstance(value, bool) or count is None or not 0 < count <= _INT_MAX:
+        raise ValueError(
+            f"retain_freed_memory: `{name}` must be a whole number of bytes "
+            f"from 1 to {_INT_MAX} (glibc's `mallopt` takes a C int); "
+            f"received {value!r}."
+        )
+    return count
 
 
 def _record(line, thresholds=None):
@@ -152,15 +172,13 @@ def environment():
 
 
 def _glibc_mallopt():
-    """glibc's `mallopt` (a 1 on success), or `None` elsewhere."""
-    if not sys.platform.startswith("linux"):
+    """glibc's `mallopt` (a 1 on success), or `None` elsewhere: another
+    system, or another C library (musl's `mallopt` does nothing)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        # glibc only: musl's `mallopt` does nothing, and it has no such symbol.
-        if not hasattr(libc, "gnu_get_libc_version"):
-            return None
+        # The C library the process runs on (its symbols, not a file's).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
