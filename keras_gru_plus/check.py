@@ -639,8 +639,9 @@ def run(verbose=True, full_precision=False, full=False, threads=None):
         full_precision: turn TF32 off first (`use_full_precision`); only
             GPUs use it.
         full: the full grid (`check --full`) instead of the default one.
-        threads: a line on the thread count to print under the heading
-            (the command line passes one), or `None`.
+        threads: the lines on the thread count and the memory setting to
+            print under the heading (the command line passes them), or
+            `None`.
     """
     if full_precision:
         use_full_precision()
