@@ -29,11 +29,13 @@ CPP_LOG = re.compile(
 
 def _environment(**values):
     """This process's environment without the variables the command line
-    sets, plus `values`."""
+    sets (or, for the allocator, reads as the user's: `GLIBC_TUNABLES` too),
+    plus `values`."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in __main__.DEFAULT_ENVIRONMENT and k not in allocator.ENVIRONMENT
+        if k not in __main__.DEFAULT_ENVIRONMENT
+        and k not in allocator.ENVIRONMENT + ("GLIBC_TUNABLES",)
     }
     return dict(env, **values)
 
