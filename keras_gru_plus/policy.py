@@ -291,7 +291,14 @@ POLICIES = {
         # 78.2-79.3 s / 3.54-3.7 ms against 60.7-62.5 s / 4.6-4.95 ms. The
         # rest of the gap is the backward pass: Inductor compiles one C++
         # kernel per step of the hand-written reverse loop (at 10 steps: 7
-        # of ours, 2 fused ones for autodiff of the built-in's loop).
+        # of ours, 2 fused ones for autodiff of the built-in's loop), each
+        # reading its step at an offset compiled in as a constant. At 50
+        # steps (2026-12-07, a slower machine): first call 149.4 s against
+        # the built-in's 127.4-133.5 s, its backward's compile 48.4 against
+        # 25.0-25.2 s. Kept gates one array per step, the backward's
+        # factors made step by step: backward compile 15.7 s, but the
+        # forward's 65.8 -> 86.8 s and Dynamo's tracing 22.4 -> 46.5 s, in
+        # all 168.3 s (dropped).
         compiled=(
             ("keep_gates", False),
             ("short_block_steps", None),
