@@ -22,6 +22,14 @@ names the code below uses (`f_z`, `f_hh`, `by_gate`, `q`, `delta`):
   projected before the custom gradient (autodiff goes through that
   projection).
 
+Under a graph compiler that unrolls the Python loops and bakes each slice's
+offset into the kernels it compiles (PyTorch's `torch.compile`), every step
+reading its slice of a block's arrays is a kernel of its own. There the plan
+has each step project its own inputs (`step_inputs`): the forward steps
+keep their states and gates one array per step (`scan.Steps`), the reverse
+steps read those (`_grads_by_step`), and the steps' kernels are alike,
+compiled once; what the weights' gradients take is stacked after the loop.
+
 This stores no autodiff intermediates of every step, and it lets TensorFlow
 compile the training step with XLA: autodiff through its `while_loop`
 needs a bounded loop, which `keras.ops.scan` does not give.
@@ -177,7 +185,7 @@ def gru_states(
             return_sequences=True,
             layer_norm=spec.layer_norm,
         )
-    if plan.block is None:
+    if plan.block is None and not plan.step_inputs:
         x, weights = _projected_before(x, weights, spec)
     named = _Tensors(
         x,
@@ -221,6 +229,8 @@ def gru_states(
 def _states(h_prev, h_last):
     """The state after every step, `(time, batch, units)`: the state before
     each step (an array or `scan.Blocks`) but the first, then the last."""
+    if isinstance(h_prev, scan.Steps):
+        return ops.stack(list(h_prev[1:]) + [h_last])
     first, *rest = scan.pieces(h_prev)
     return ops.concatenate([first[1:]] + rest + [ops.expand_dims(h_last, 0)], 0)
 
@@ -305,34 +315,13 @@ def _forward(t, spec, plan):
     its recurrent normalizations (flat, see `_flat_stats`) and those of its
     input normalization `(n, s)`, if the plan keeps them, else `None`.
     Where the blocks loop in Python, `h_prev` and the kept gates are
-    `scan.Blocks`, which the backward pass takes back cut the same way.
+    `scan.Blocks`, which the backward pass takes back cut the same way;
+    with the plan's `step_inputs`, `scan.Steps` (the steps project their
+    own inputs).
     """
     keep = None if t.mask is None else t.mask > 0
-    step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
     norms = recurrence.recurrent_norms(t, spec)
-    split = plan.split_gates
-
-    def step(h, xs):
-        h_in = h if t.recurrent_mask is None else h * t.recurrent_mask
-        x_t = tuple(xs[:3]) if split else xs[0]
-        gates = recurrence.gate_values(
-            h_in,
-            x_t,
-            step_kernel,
-            t.candidate_bias,
-            spec,
-            recurrent_norm=norms,
-            keep_stats=plan.keep_gates,
-        )
-        h_new = gates.hh + gates.z * (h - gates.hh)
-        if keep is not None:
-            h_new = ops.where(xs[-1], h_new, h)
-        if plan.keep_gates:
-            kept = (gates.rec_h,) if spec.reset_after else ()
-            return h_new, (h, gates.z, gates.r, gates.hh) + kept + _flat_stats(gates)
-        # The state alone, shaped like the carry (TensorFlow's `scan`).
-        return h_new, h
-
+    step = _forward_step(t, spec, plan, norms, keep is not None)
     # With kept gates the backward pass needs the inputs' projection only
     # for its normalization's statistics: kept too, it is not recomputed.
     input_norm = recurrence.input_norm(t, spec) if plan.keep_gates else None
@@ -344,17 +333,20 @@ def _forward(t, spec, plan):
         gates_like = (t.h0,) * (4 + spec.reset_after) + _stats_like(t.h0, norms)
 
     def run_block(h, parts):
-        arrays, input_stats = _loop_arrays(parts[0], t, spec, split)
+        arrays, input_stats = (parts[0],), None
+        if not plan.step_inputs:
+            arrays, input_stats = _loop_arrays(parts[0], t, spec, plan.split_gates)
         h, ys = scan.scan(
             step,
             h,
             arrays + tuple(parts[1:]),
             indexed=True,
             ys_like=gates_like,
+            stack=not plan.step_inputs,
         )
         if not plan.keep_gates:
             return h, (ys,), ()
-        return h, ys + (input_stats if input_norm is not None else ()), ()
+        return h, ys + tuple(input_stats or ()), ()
 
     step_like = (t.h0,)
     if plan.keep_gates:
@@ -376,6 +368,46 @@ def _forward(t, spec, plan):
     return h_last, ys[0], (ys[1:] if plan.keep_gates else None)
 
 
+def _forward_step(t, spec, plan, norms, masked):
+    """The step of `_forward`'s loop: `(h, xs_t) -> (h_new, y_t)`.
+
+    `xs_t` holds the step's projected inputs (per gate with the plan's
+    `split_gates`), or with `step_inputs` its raw inputs, then its mask
+    where `masked`. `y_t` is the state before the step, or with kept gates
+    `(h, z, r, hh[, rec_h])`, the statistics of the recurrent
+    normalizations and, with `step_inputs`, the input normalization's.
+    """
+    step_kernel = recurrence.kernel_parts(t.recurrent_kernel, spec.reset_after)
+    split = plan.split_gates
+
+    def step(h, xs):
+        h_in = h if t.recurrent_mask is None else h * t.recurrent_mask
+        input_stats = None
+        if plan.step_inputs:
+            arrays, input_stats = _loop_arrays(xs[0], t, spec, split)
+            xs = arrays + tuple(xs[1:])
+        gates = recurrence.gate_values(
+            h_in,
+            tuple(xs[:3]) if split else xs[0],
+            step_kernel,
+            t.candidate_bias,
+            spec,
+            recurrent_norm=norms,
+            keep_stats=plan.keep_gates,
+        )
+        h_new = gates.hh + gates.z * (h - gates.hh)
+        if masked:
+            h_new = ops.where(xs[-1], h_new, h)
+        if not plan.keep_gates:
+            # The state alone, shaped like the carry (TensorFlow's `scan`).
+            return h_new, h
+        kept = (gates.rec_h,) if spec.reset_after else ()
+        kept += _flat_stats(gates) + tuple(input_stats or ())
+        return h_new, (h, gates.z, gates.r, gates.hh) + kept
+
+    return step
+
+
 def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
     """The gradients of every tensor of `t` but the masks, by field name,
     block by block, last block first. `upstream`: the gradient of every
@@ -395,6 +427,11 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
         block = dict(zip(names, parts))
         upstream_b, mask_b = block.get("upstream"), block.get("mask")
         h_prev_b, x_b = block["h_prev"], block["x"]
+        if plan.step_inputs:
+            dh_b, d_x, grads = _grads_by_step(
+                dh, upstream_b, h_prev_b, x_b, mask_b, t, spec, kept
+            )
+            return dh_b, (d_x,), tuple(grads[name] for name in summed)
         # The projection is needed to recompute the gates, and its input
         # normalization's statistics for its gradients, unless both were
         # kept (the statistics after the gates).
@@ -426,6 +463,81 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
         **options,
     )
     return {"x": scan.joined(dx), "h0": dh0, **dict(zip(summed, totals))}
+
+
+def _grads_by_step(dh_next, upstream, h_prev, x, keep, t, spec, kept=None):
+    """`_block_grads` and `_projection_grads` of one block of raw inputs
+    `x`, made step by step (the plan's `step_inputs`): each reverse step
+    reads arrays of its own, its `scan.Steps` state and kept gates (or
+    recomputes them, projecting its inputs through a matmul), so that a
+    compiler that bakes slice offsets into kernels compiles one kernel for
+    every step. What the weights' gradients take is stacked after.
+
+    Returns `(dh_before_first, d_x, grads)`, the grads by name.
+    """
+    norms = recurrence.recurrent_norms(t, spec)
+    factors, through_recurrence, weight_grads = _VARIANTS[spec.reset_after]
+    back_step = _back_step(
+        through_recurrence(t.recurrent_kernel, spec, norms),
+        t.recurrent_mask,
+        keep is not None,
+        upstream is not None,
+        False,
+    )
+    per_step = [None] * len(h_prev)
+    for i in reversed(range(len(h_prev))):
+        h_in = h_prev[i] if t.recurrent_mask is None else h_prev[i] * t.recurrent_mask
+        gates, input_stats = _step_gates(h_in, x[i], t, spec, norms, kept, i)
+        z, factors_i, saved = factors(h_prev[i], h_in, gates, spec)
+        xs = (() if upstream is None else (upstream[i],)) + (z,) + factors_i
+        if keep is not None:
+            xs += (keep[i] > 0,)
+        dh_next, g = back_step(dh_next, xs)
+        per_step[i] = (g, h_in, saved, input_stats or ())
+    g, h_in, saved, input_stats = _stacked(per_step)
+    delta_x, grads = weight_grads(g, h_in, saved, t, spec, norms)
+    d_x, projection_grads = _projection_grads(delta_x, x, t, spec, input_stats or None)
+    grads.update(projection_grads)
+    return dh_next, d_x, grads
+
+
+def _step_gates(h_in, x_i, t, spec, norms, kept, i):
+    """`(gates, input_stats)` of step `i`: its kept gates, statistics and
+    input statistics (`_forward_step`'s `y_t`, without the state), or
+    recomputed from its state entering `R` and its raw inputs `x_i`."""
+    if kept is None:
+        (projected,), input_stats = _loop_arrays(x_i, t, spec, False)
+        gates = recurrence.gate_values(
+            h_in,
+            projected,
+            t.recurrent_kernel,
+            t.candidate_bias,
+            spec,
+            recurrent_norm=norms,
+            keep_stats=True,
+        )
+        return gates, input_stats
+    n_gates = 3 + spec.reset_after
+    kept_i = [a[i] for a in kept]
+    stats = kept_i[n_gates:]
+    input_stats = None
+    if t.input_gamma is not None:
+        stats, input_stats = stats[:-2], tuple(stats[-2:])
+    gates = recurrence.Gates(
+        *kept_i[:3],
+        kept_i[3] if spec.reset_after else None,
+        tuple(zip(stats[::2], stats[1::2])),
+    )
+    return gates, input_stats
+
+
+def _stacked(parts):
+    """One structure of nested lists and tuples from the same structure
+    per step, each array stacked over the steps."""
+    first = parts[0]
+    if isinstance(first, (list, tuple)):
+        return type(first)(_stacked(list(p)) for p in zip(*parts))
+    return ops.stack(parts)
 
 
 def _projection_grads(delta_x, x, t, spec, stats=None):
@@ -641,13 +753,12 @@ def _factors_reset_after(h_prev, h_in, gates, spec):
     rec_slope = slope_of(spec.recurrent_activation)
     f_z = (h_prev - hh) * rec_slope(z)
     f_hh = (1 - z) * slope_of(spec.activation)(hh)
-    factors = ops.concatenate([f_z, f_hh * rec_h * rec_slope(r), f_hh * r], axis=-1)
-    # Viewed per gate, so that a step multiplies by broadcasting `g` rather
+    # Stacked per gate, so that a step multiplies by broadcasting `g` rather
     # than concatenating three copies (a concatenation costs more than the
     # multiply on PyTorch). What is not returned (r, hh, rec_h: the whole
     # recurrent matmul) is freed on return on eager backends, lowering the
     # backward pass's peak memory.
-    by_gate = ops.reshape(factors, ops.shape(factors)[:-1] + (3, spec.units))
+    by_gate = ops.stack([f_z, f_hh * rec_h * rec_slope(r), f_hh * r], axis=-2)
     return z, (by_gate,) + _flat_stats(gates), [by_gate, f_hh, gates.stats]
 
 

@@ -96,14 +96,17 @@ class GRU(keras.Layer):
     On PyTorch, `jit_compile=True` makes Keras hand its training, test and
     predict steps to `torch.compile`, which traces every step of the loop
     and of its backward pass into one graph and compiles it; the engine
-    then keeps no gates and runs sequences under 200 steps in one block
-    (`policy.BackendPolicy.compiled`). Measured by
-    `benchmarks/torch_compile.py` (50 steps, 32 units, 2 CPU cores,
-    `OMP_NUM_THREADS=1`, an empty Inductor cache, three runs): the first
-    training call takes 78.2-79.3 s here against 60.7-62.5 s for
-    `keras.layers.GRU`, a later step 3.54-3.7 ms against 4.6-4.95 ms.
-    Without it (Keras' default on PyTorch) nothing is compiled, and a step
-    takes 11.0 ms (the built-in 11.5 ms). So compile with
+    then keeps no gates, runs sequences under 200 steps in one block, and
+    has the training steps project their own inputs, so that the steps
+    compile to shared kernels (`policy.BackendPolicy.compiled`). Measured
+    with the model of `benchmarks/torch_compile.py` (50 steps, 32 units, 2
+    CPU cores, `OMP_NUM_THREADS=1`, an empty Inductor cache, one run each,
+    interleaved, on a slow day): the first training call takes 128.1 s
+    here against 129.0 s for `keras.layers.GRU` (173.5 s before the steps
+    projected their own inputs), a later step 13.5 ms against 12.3 ms (in
+    earlier runs 3.54-3.7 ms against 4.6-4.95 ms). Without it (Keras'
+    default on PyTorch) nothing is compiled, and a step takes 11.0 ms (the
+    built-in 11.5 ms, on the day of the earlier runs). So compile with
     `jit_compile=True` for long training runs only, and recompile a model
     loaded from a file written with it (as a JAX model may be) for short
     ones: `model.compile(..., jit_compile=False)`.

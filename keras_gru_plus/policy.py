@@ -52,6 +52,13 @@ class BackendPolicy:
             traced) instead of recomputing them. Its steps then emit more
             than the carry, which Keras' TensorFlow `scan` does not take:
             the indexed loops take it (`scan.scan`'s `ys_like`).
+        step_inputs: whether the training passes over one block of Python
+            loops (no blocks) have each step project its own inputs, and
+            keep the states and the kept gates one array per step
+            (`scan.Steps`), so that each reverse step reads arrays of its
+            own (`bptt._grads_by_step`): a graph compiler that bakes a
+            slice's offset into each step's kernels then compiles one set
+            of kernels for every step.
         keep_norm_deltas: with layer normalization and kept gates, whether
             the reverse steps of the training pass also emit the gradients
             that reach the recurrent products through their normalizations
@@ -99,6 +106,7 @@ class BackendPolicy:
     norm_block_steps: int | None = None
     split_gates: bool = False
     keep_gates: bool = False
+    step_inputs: bool = False
     keep_norm_deltas: bool = True
     python_loops: bool = False
     indexed_loops: bool = False
@@ -277,29 +285,32 @@ POLICIES = {
         # Under `torch.compile` (Keras' `jit_compile=True`, which compiles
         # the training, test and predict steps) every step of the loops
         # becomes kernels of one graph that Inductor compiles to C++, so
-        # the kept gates (four more outputs per step, stacked) and the
-        # short blocks (a second copy of the loops' code) cost compile time
-        # and win nothing; sequences of 200 steps or more keep their blocks
-        # of 100 (with layer normalization too). `benchmarks/
-        # torch_compile.py`'s model (50 steps, 32 units, batch 32, SGD),
-        # first training call / later steps, one
-        # session, one run each: 86.7 s / 5.48 ms with this entry, 81.8 s /
-        # 5.49 ms without kept gates, 79.1 s / 3.59 ms in one block, 72.6 s
-        # / 3.39 ms with neither (keras.layers.GRU 59.1-63.6 s / 4.56-5.06
-        # ms); autodiff of the loop (runner "autodiff") 66.3 s / 7.98 ms.
-        # With neither, three later runs interleaved with the built-in's:
-        # 78.2-79.3 s / 3.54-3.7 ms against 60.7-62.5 s / 4.6-4.95 ms. The
-        # rest of the gap is the backward pass: Inductor compiles one C++
-        # kernel per step of the hand-written reverse loop (at 10 steps: 7
-        # of ours, 2 fused ones for autodiff of the built-in's loop), each
-        # reading its step at an offset compiled in as a constant. At 50
-        # steps (2026-12-07, a slower machine): first call 149.4 s against
-        # the built-in's 127.4-133.5 s, its backward's compile 48.4 against
-        # 25.0-25.2 s. Kept gates one array per step, the backward's
-        # factors made step by step: backward compile 15.7 s, but the
-        # forward's 65.8 -> 86.8 s and Dynamo's tracing 22.4 -> 46.5 s, in
-        # all 168.3 s (dropped).
+        # the kept gates (more outputs per step) and the short blocks (a
+        # second copy of the loops' code) cost compile time and win
+        # nothing; sequences of 200 steps or more keep their blocks of 100
+        # (with layer normalization too). `benchmarks/torch_compile.py`'s
+        # model (50 steps, 32 units, batch 32, SGD), first training call /
+        # later steps, one session, one run each: 86.7 s / 5.48 ms with
+        # this entry, 81.8 s / 5.49 ms without kept gates, 79.1 s / 3.59 ms
+        # in one block, 72.6 s / 3.39 ms with neither (keras.layers.GRU
+        # 59.1-63.6 s / 4.56-5.06 ms); autodiff of the loop (runner
+        # "autodiff") 66.3 s / 7.98 ms.
+        # Inductor bakes the offset of each step's slice of an array into
+        # the step's kernels, so the steps of a loop reading slices compile
+        # one kernel each (at 10 steps, 34 kernels in all; the built-in's
+        # 27). So the training passes' steps project their own inputs and
+        # read arrays of their own (`step_inputs`): 18 kernels at 10 steps.
+        # At 50 steps (2026-12-07, a machine about twice as slow as above;
+        # the same model, interleaved, one run each): first call 173.5 s
+        # without `step_inputs`, 128.1 s with it, the built-in 129.0 s
+        # (later steps 13.1, 13.5, 12.3 ms); split by
+        # `torch._dynamo.utils.compile_times()`, the forward's compile 77.5
+        # -> 47.5 s (built-in 74.5), the backward's 55.5 -> 17.1 s (22.8),
+        # Dynamo's tracing 26.1 -> 43.9 s (12.2: the reverse steps now
+        # recompute their gates). Keeping the gates one array per step
+        # instead: 127.2 s, later steps 17.0 ms (not kept).
         compiled=(
+            ("step_inputs", True),
             ("keep_gates", False),
             ("short_block_steps", None),
             ("norm_block_steps", None),
@@ -411,6 +422,9 @@ class Plan:
         keep_gates: `"bptt"` keeps the forward gates for the backward pass
             (and, with layer normalization, the statistics of the input
             side).
+        step_inputs: the training passes' steps project their own inputs
+            and read arrays of their own (the policy's `step_inputs`, over
+            one block of Python loops).
         keep_deltas: with layer normalization and `keep_gates`, the reverse
             steps emit the gradients of the recurrent products through
             their normalizations, for the weights' gradients (the policy's
@@ -429,6 +443,7 @@ class Plan:
     runner: str
     block: int | None = None
     keep_gates: bool = False
+    step_inputs: bool = False
     keep_deltas: bool = False
     block_loop: str = "scan"
     split_gates: bool = False
@@ -496,12 +511,17 @@ def plan(
             if norm_block is not None and norm_block < (block or n_steps):
                 block = norm_block
         short = block is not None and long_block is None
+        step_inputs = policy.step_inputs and policy.python_loops and block is None
         keep_gates = policy.keep_gates and long_block is None and n_steps is not None
         chosen = Plan(
             "bptt",
             block=block,
             keep_gates=keep_gates,
-            keep_deltas=keep_gates and layer_norm and policy.keep_norm_deltas,
+            step_inputs=step_inputs,
+            keep_deltas=keep_gates
+            and layer_norm
+            and policy.keep_norm_deltas
+            and not step_inputs,
             block_loop=("python" if short and policy.python_short_blocks else "scan"),
             split_gates=split,
         )

@@ -19,7 +19,9 @@ from keras import ops
 from keras_gru_plus import policy
 
 
-def scan(step, init, xs, reverse=False, parallel=1, indexed=False, ys_like=None):
+def scan(
+    step, init, xs, reverse=False, parallel=1, indexed=False, ys_like=None, stack=True
+):
     """`keras.ops.scan(step, init, xs, reverse=reverse)` for a tuple `xs`.
 
     `step(carry, xs_t) -> (carry, y_t)`. On TensorFlow, `y_t` must have the
@@ -43,10 +45,13 @@ def scan(step, init, xs, reverse=False, parallel=1, indexed=False, ys_like=None)
     `indexed_loops` such a loop goes over groups of unrolled steps, or is a
     Python loop where there are fewer than two groups (a length known when
     traced).
+
+    `stack`: where the loop is a Python loop, `False` leaves each per-step
+    output as `Steps` (one array per step) instead of stacking it.
     """
     current = policy.current()
     if current.python_loops:
-        return python_loop(step, init, xs, reverse)
+        return python_loop(step, init, xs, reverse, stack=stack)
     n_steps = xs[0].shape[0]
     if indexed and current.indexed_loops:
         groups = policy.whole_blocks(n_steps, current.step_groups)
@@ -123,6 +128,19 @@ class Blocks(tuple):
     """
 
 
+class Steps(tuple):
+    """One time-major sequence as one array per step, in order: what a
+    Python loop returns per step output where it is not to stack them
+    (`python_loop`'s `stack=False`).
+
+    Traced by `torch.compile`, a step that reads its slice of a stacked
+    array bakes the slice's offset into its compiled kernel: one kernel per
+    step, each compiled on its own. A step that reads arrays of its own
+    compiles to the kernel of every other step, compiled once (see
+    `policy.BackendPolicy.step_inputs`).
+    """
+
+
 def pieces(a):
     """The arrays of `Blocks` in order, or `[a]`."""
     return list(a) if isinstance(a, Blocks) else [a]
@@ -135,8 +153,10 @@ def _length(a):
 
 
 def joined(a):
-    """`a` as one array: `Blocks` concatenated along time, an array as it
-    is."""
+    """`a` as one array: `Steps` stacked, `Blocks` concatenated along time,
+    an array as it is."""
+    if isinstance(a, Steps):
+        return ops.stack(list(a))
     parts = pieces(a)
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, 0)
 
@@ -370,10 +390,11 @@ def final_carry(step, init, xs):
     return ops.fori_loop(0, ops.shape(xs[0])[0], body, init)
 
 
-def python_loop(step, init, xs, reverse=False):
+def python_loop(step, init, xs, reverse=False, stack=True):
     """The scan as a plain Python loop (unrolled when traced).
 
-    A step may emit a tuple of tensors; each is stacked apart.
+    A step may emit a tuple of tensors; each is stacked apart, or with
+    `stack=False` left as `Steps`.
     """
     steps = range(xs[0].shape[0])
     if reverse:
@@ -384,6 +405,7 @@ def python_loop(step, init, xs, reverse=False):
         ys.append(y)
     if reverse:
         ys.reverse()
+    gather = ops.stack if stack else Steps
     if isinstance(ys[0], tuple):
-        return carry, tuple(ops.stack(list(y)) for y in zip(*ys))
-    return carry, ops.stack(ys)
+        return carry, tuple(gather(list(y)) for y in zip(*ys))
+    return carry, gather(ys)

@@ -72,9 +72,46 @@ def _unflatten(params, shapes):
             recurrent_dropout=True,
             short_blocks=2,
         ),
+        # Steps that project their own inputs, with the forward gates kept
+        # one array per step or recomputed step by step (PyTorch's plan
+        # under `torch.compile`: `step_inputs`).
+        dict(reset_after=True, masked=True, recurrent_dropout=True, step_inputs="kept"),
+        dict(
+            reset_after=False,
+            dropout=True,
+            recurrent_dropout=True,
+            go_backwards=True,
+            initial_state=True,
+            step_inputs="kept",
+        ),
+        dict(reset_after=True, dropout=True, implementation=1, step_inputs="kept"),
+        dict(
+            reset_after=False,
+            masked=True,
+            dropout=True,
+            recurrent_dropout=True,
+            step_inputs="recomputed",
+        ),
+        dict(
+            reset_after=True,
+            activation="relu",
+            recurrent_activation="hard_sigmoid",
+            go_backwards=True,
+            recurrent_dropout=True,
+            step_inputs="recomputed",
+        ),
     ],
 )
 def test_gradients_match_finite_differences(case, resize, plans):
+    if case.get("step_inputs"):
+        # One block of Python loops, on every backend (`resize` overrides
+        # these fields too, until the test ends).
+        resize(
+            short_block_steps=None,
+            step_inputs=True,
+            python_loops=True,
+            keep_gates=case["step_inputs"] == "kept",
+        )
     if case.get("blocks"):
         resize(block_steps=case["blocks"])
     if case.get("short_blocks"):
@@ -157,6 +194,11 @@ def test_gradients_match_finite_differences(case, resize, plans):
         assert bptt_blocks == [case["blocks"]]
     if case.get("short_blocks"):
         assert bptt_blocks == [case["short_blocks"] if BACKEND != "jax" else None]
+    if case.get("step_inputs"):
+        kept = case["step_inputs"] == "kept"
+        assert [
+            (p.block, p.step_inputs, p.keep_gates) for p in plans if p.runner == "bptt"
+        ] == [(None, True, kept)]
 
 
 @pytest.mark.parametrize("blocks", ["long", "short", "long_groups", "short_groups"])

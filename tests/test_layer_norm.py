@@ -512,17 +512,22 @@ def test_gradients_in_float64_match_central_differences(kept, resize, plans):
     assert bptt and {(p.block, p.keep_gates) for p in bptt} == {(2, kept)}, bptt
 
 
+@pytest.mark.parametrize(
+    "layout", ["blocks", "step_inputs kept", "step_inputs recomputed"]
+)
 @pytest.mark.parametrize("keep_deltas", [True, False])
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_kept_gates_statistics_and_deltas_match_central_differences(
-    reset_after, keep_deltas, plans
+    reset_after, keep_deltas, layout, plans
 ):
     """The training pass that keeps the forward gates and the input side's
     statistics, with the reverse steps' normalized gradients kept or
     recomputed (the policy's `keep_norm_deltas`, which differs by backend),
-    in blocks of 2 steps (a 1-step block last), masked, from an initial
-    state: every gradient against float64 central differences of the
-    reference."""
+    in blocks of 2 steps (a 1-step block last); or in one block of Python
+    loops whose steps project their own inputs, the gates kept one array
+    per step or recomputed step by step (`step_inputs`, PyTorch's under
+    `torch.compile`); masked, from an initial state: every gradient against
+    float64 central differences of the reference."""
     from keras_gru_plus import policy
 
     rng = np.random.default_rng(7)
@@ -535,11 +540,15 @@ def test_kept_gates_statistics_and_deltas_match_central_differences(
     names = _names()
     h0 = rng.normal(size=(2, 3)).astype("float32")
     probe = [rng.normal(size=(2, 5, 3)).astype("float32")]
+    kept = layout != "step_inputs recomputed"
+    fields = dict(short_block_steps=2)
+    if layout != "blocks":
+        fields = dict(short_block_steps=None, step_inputs=True, python_loops=True)
     with policy.override(
-        short_block_steps=2,
         norm_block_steps=None,
-        keep_gates=True,
+        keep_gates=kept,
         keep_norm_deltas=keep_deltas,
+        **fields,
     ):
         _, dx, dh0, dw = _outputs_and_gradients(
             layer, x, h0, {"mask": MASK, "training": True}, probe
@@ -553,8 +562,12 @@ def test_kept_gates_statistics_and_deltas_match_central_differences(
     ):
         np.testing.assert_allclose(got, want, atol=2e-4, rtol=2e-4, err_msg=label)
     bptt = [p for p in plans if p.runner == "bptt"]
+    # The steps that project their own inputs keep no normalized deltas.
+    expected = (2, True, False, keep_deltas)
+    if layout != "blocks":
+        expected = (None, kept, True, False)
     assert bptt and all(
-        (p.block, p.keep_gates, p.keep_deltas) == (2, True, keep_deltas) for p in bptt
+        (p.block, p.keep_gates, p.step_inputs, p.keep_deltas) == expected for p in bptt
     ), bptt
 
 

@@ -78,14 +78,14 @@ def test_torch_compile_traces_the_compiled_fields_without_a_graph_break():
 
     def traced_policy(x):
         chosen = policy.plan(50, training=True, return_sequences=True)
-        return x + float(chosen.keep_gates) + 2.0 * (chosen.block is None)
+        return x + float(chosen.step_inputs) + 2.0 * (chosen.block is None)
 
     eager = policy.plan(50, training=True, return_sequences=True)
-    assert (eager.keep_gates, eager.block) == (True, 25)
+    assert (eager.step_inputs, eager.block) == (False, 25)
     # fullgraph: a graph break inside `plan` would run it eagerly, where
     # the probe answers False.
     compiled = torch.compile(traced_policy, fullgraph=True)
-    assert float(compiled(torch.zeros(()))) == 2.0
+    assert float(compiled(torch.zeros(()))) == 3.0
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the probe is PyTorch's")
@@ -394,3 +394,27 @@ def test_an_indexed_loop_unlike_its_carry_needs_a_known_length():
 
     with pytest.raises(ValueError, match="length known when traced; received None"):
         run(tf.ones((4, 2)))
+
+
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        (dict(), True),
+        (dict(short_block_steps=2), False),  # blocks
+        (dict(python_loops=False), False),
+        (dict(step_inputs=False), False),
+    ],
+)
+def test_steps_project_their_inputs_in_one_block_of_python_loops(fields, expected):
+    base = dict(
+        short_block_steps=None,
+        norm_block_steps=None,
+        step_inputs=True,
+        python_loops=True,
+    )
+    with policy.override(**{**base, **fields}):
+        chosen = policy.plan(10, training=True, return_sequences=True)
+        assert chosen.runner == "bptt"
+        assert chosen.step_inputs is expected
+        # Only the hand-written backward pass's loops.
+        assert not policy.plan(10, training=False, return_sequences=True).step_inputs
