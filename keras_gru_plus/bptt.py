@@ -25,10 +25,14 @@ names the code below uses (`f_z`, `f_hh`, `by_gate`, `q`, `delta`):
 Under a graph compiler that unrolls the Python loops and bakes each slice's
 offset into the kernels it compiles (PyTorch's `torch.compile`), every step
 reading its slice of a block's arrays is a kernel of its own. There the plan
-has each step project its own inputs (`step_inputs`): the forward steps
-keep their states and gates one array per step (`scan.Steps`), the reverse
-steps read those (`_grads_by_step`), and the steps' kernels are alike,
-compiled once; what the weights' gradients take is stacked after the loop.
+has each step project its own inputs (`step_inputs`, over one block): the
+forward steps keep their states (and their gates, where kept) one array per
+step (`scan.Steps`), each reverse step reads those or recomputes its gates
+from them (`_grads_by_step`), and the steps' kernels are alike, compiled
+once; what the weights' gradients take is stacked after the loop. The step
+mask and the gradient of every step's output (`return_sequences`) are still
+read as slices, the inputs as slices through a matmul (which takes them
+where they lie).
 
 This stores no autodiff intermediates of every step, and it lets TensorFlow
 compile the training step with XLA: autodiff through its `while_loop`
@@ -178,6 +182,7 @@ def gru_states(
         the biases and the layer-norm gains and shifts.
     """
     _check_weights(weights, spec)
+    _check_plan(plan)
     if plan is None:
         plan = policy.plan(
             x.shape[0],
@@ -251,8 +256,20 @@ def _check_weights(weights, spec):
         )
 
 
+def _check_plan(plan):
+    """A given plan's steps project their own inputs over one block only
+    (`policy.plan` gives no other)."""
+    if plan is not None and plan.step_inputs and plan.block is not None:
+        raise ValueError(
+            "gru_states: a plan whose steps project their own inputs "
+            "(step_inputs=True) runs over one block; received block="
+            f"{plan.block}."
+        )
+
+
 def _projected_before(x, weights, spec):
-    """One block: the projection of the whole sequence is made before the
+    """One block (without the plan's `step_inputs`, whose steps project
+    their own inputs): the projection of the whole sequence is made before the
     custom gradient, through autodiff, which skips the gradient of inputs
     that need none (eager PyTorch would otherwise pay one more matmul of the
     whole sequence: training at 20 steps measured 5% slower) and keeps the
@@ -468,10 +485,11 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
 def _grads_by_step(dh_next, upstream, h_prev, x, keep, t, spec, kept=None):
     """`_block_grads` and `_projection_grads` of one block of raw inputs
     `x`, made step by step (the plan's `step_inputs`): each reverse step
-    reads arrays of its own, its `scan.Steps` state and kept gates (or
-    recomputes them, projecting its inputs through a matmul), so that a
-    compiler that bakes slice offsets into kernels compiles one kernel for
-    every step. What the weights' gradients take is stacked after.
+    reads its `scan.Steps` state and kept gates (or recomputes them,
+    projecting its inputs through a matmul), so that a compiler that bakes
+    slice offsets into kernels compiles the same kernels for every step
+    (but where it reads the step mask or the gradient of every step's
+    output, slices). What the weights' gradients take is stacked after.
 
     Returns `(dh_before_first, d_x, grads)`, the grads by name.
     """

@@ -54,16 +54,18 @@ class BackendPolicy:
             the indexed loops take it (`scan.scan`'s `ys_like`).
         step_inputs: whether the training passes over one block of Python
             loops (no blocks) have each step project its own inputs, and
-            keep the states and the kept gates one array per step
-            (`scan.Steps`), so that each reverse step reads arrays of its
-            own (`bptt._grads_by_step`): a graph compiler that bakes a
-            slice's offset into each step's kernels then compiles one set
-            of kernels for every step.
+            keep the states (and the gates, where kept) one array per step
+            (`scan.Steps`), from which each reverse step takes its gates
+            (`bptt._grads_by_step`): a graph compiler that bakes a slice's
+            offset into each step's kernels then compiles one set of
+            kernels for every step (but where a step reads the step mask
+            or the gradient of every step's output, slices).
         keep_norm_deltas: with layer normalization and kept gates, whether
             the reverse steps of the training pass also emit the gradients
             that reach the recurrent products through their normalizations
             (for the weights' gradients) instead of the weights' gradients
-            taking the normalizations' backward pass again over each block.
+            taking the normalizations' backward pass again over each block
+            (not with `step_inputs`).
         python_loops: whether every loop is a Python loop (eager backends).
         indexed_loops: whether loops that autodiff does not go through read
             their inputs by step number (`scan.scan`'s `indexed`).
@@ -299,7 +301,8 @@ POLICIES = {
         # the step's kernels, so the steps of a loop reading slices compile
         # one kernel each (at 10 steps, 34 kernels in all; the built-in's
         # 27). So the training passes' steps project their own inputs and
-        # read arrays of their own (`step_inputs`): 18 kernels at 10 steps.
+        # take their gates from arrays of their own (`step_inputs`): 18
+        # kernels at 10 steps (no mask, the last state alone).
         # At 50 steps (2026-12-07, a machine about twice as slow as above;
         # the same model, interleaved, one run each): first call 173.5 s
         # without `step_inputs`, 128.1 s with it, the built-in 129.0 s
@@ -423,12 +426,12 @@ class Plan:
             (and, with layer normalization, the statistics of the input
             side).
         step_inputs: the training passes' steps project their own inputs
-            and read arrays of their own (the policy's `step_inputs`, over
-            one block of Python loops).
+            and take their gates from arrays of their own (the policy's
+            `step_inputs`, over one block of Python loops).
         keep_deltas: with layer normalization and `keep_gates`, the reverse
             steps emit the gradients of the recurrent products through
             their normalizations, for the weights' gradients (the policy's
-            `keep_norm_deltas`).
+            `keep_norm_deltas`; not with `step_inputs`).
         block_loop: how `"bptt"`'s blocks loop: `"scan"` or `"python"`
             (where the policy has `python_loops`, a `scan` is a Python loop
             too).

@@ -46,8 +46,8 @@ def scan(
     Python loop where there are fewer than two groups (a length known when
     traced).
 
-    `stack`: where the loop is a Python loop, `False` leaves each per-step
-    output as `Steps` (one array per step) instead of stacking it.
+    `stack`: where the policy has `python_loops`, `False` leaves each
+    per-step output as `Steps` (one array per step) instead of stacking it.
     """
     current = policy.current()
     if current.python_loops:

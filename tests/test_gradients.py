@@ -386,3 +386,23 @@ def test_float64_backward_pass_keeps_float64(reset_after, resize, plans):
     for a, b in zip([got[1]] + got[2], [want[1]] + want[2]):
         assert a.dtype == np.float64
         np.testing.assert_allclose(a, b, **tolerance)
+
+
+def test_gru_states_rejects_steps_with_their_own_inputs_in_blocks():
+    from keras_gru_plus import policy
+
+    weights = recurrence.GRUWeights(
+        np.zeros((5, 12), "float32"), np.zeros((4, 12), "float32")
+    )
+    spec = recurrence.GRUSpec(
+        4, keras.activations.tanh, keras.activations.sigmoid, reset_after=True
+    )
+    plan = policy.Plan("bptt", block=2, step_inputs=True)
+    with pytest.raises(ValueError, match=r"step_inputs=True.*block=2"):
+        bptt.gru_states(
+            np.zeros((4, 2, 5), "float32"),
+            np.zeros((2, 4), "float32"),
+            weights,
+            spec,
+            plan=plan,
+        )
