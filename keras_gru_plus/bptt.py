@@ -453,10 +453,8 @@ def _backward(upstream, h_prev, kept, t, spec, plan, sequences):
         # normalization's statistics for its gradients, unless both were
         # kept (the statistics after the gates).
         if kept is not None:
-            kept_b = tuple(parts[len(names) :])
-            arrays, input_stats = None, None
-            if t.input_gamma is not None:
-                kept_b, input_stats = kept_b[:-2], kept_b[-2:]
+            arrays = None
+            kept_b, input_stats = _input_stats_apart(tuple(parts[len(names) :]), t)
         else:
             kept_b = None
             arrays, input_stats = _loop_arrays(x_b, t, spec, plan.split_gates)
@@ -524,29 +522,19 @@ def _step_gates(h_in, x_i, t, spec, norms, kept, i):
     input statistics (`_forward_step`'s `y_t`, without the state), or
     recomputed from its state entering `R` and its raw inputs `x_i`."""
     if kept is None:
-        (projected,), input_stats = _loop_arrays(x_i, t, spec, False)
-        gates = recurrence.gate_values(
-            h_in,
-            projected,
-            t.recurrent_kernel,
-            t.candidate_bias,
-            spec,
-            recurrent_norm=norms,
-            keep_stats=True,
-        )
-        return gates, input_stats
-    n_gates = 3 + spec.reset_after
-    kept_i = [a[i] for a in kept]
-    stats = kept_i[n_gates:]
-    input_stats = None
-    if t.input_gamma is not None:
-        stats, input_stats = stats[:-2], tuple(stats[-2:])
-    gates = recurrence.Gates(
-        *kept_i[:3],
-        kept_i[3] if spec.reset_after else None,
-        tuple(zip(stats[::2], stats[1::2])),
-    )
-    return gates, input_stats
+        arrays, input_stats = _loop_arrays(x_i, t, spec, False)
+        return _gates(h_in, arrays, t, spec, None, norms), input_stats
+    kept_i, input_stats = _input_stats_apart(tuple(a[i] for a in kept), t)
+    return _gates(h_in, None, t, spec, kept_i, norms), input_stats
+
+
+def _input_stats_apart(kept, t):
+    """`(gates and their statistics, input statistics)` of what the
+    forward steps kept: the input normalization's `(n, s)` come last, or
+    `None` without layer normalization."""
+    if t.input_gamma is None:
+        return kept, None
+    return kept[:-2], kept[-2:]
 
 
 def _stacked(parts):
