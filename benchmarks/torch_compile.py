@@ -5,6 +5,7 @@ Usage::
 
     KERAS_BACKEND=torch python benchmarks/torch_compile.py [--steps 50]
         [--units 32] [--features 16] [--batch 32] [--calls 60]
+        [--repeats 1] [--jit-only] [--return-sequences] [--masked]
         [--out results/torch_compile.json, beside this script]
 
 With `jit_compile=True` Keras hands the PyTorch training step to
@@ -21,11 +22,20 @@ runs is a fresh subprocess with an empty Inductor cache
 machine. The threads:
 `OMP_NUM_THREADS` as set, 1 when unset. The report records the machine as
 the other benchmarks do (`benchmark.machine_info()`, taken in a run).
+
+`--repeats N` runs every configuration N times, the layers alternating
+(ours, the built-in, ours, ...), and reports each run and the medians;
+`--jit-only` leaves out the runs without `jit_compile`. Two variants of the
+model: `--return-sequences` (the GRU returns every state, the `Dense`
+reads each, the targets `(batch, steps, 1)`), `--masked` (a `Masking`
+layer before the GRU, the last quarter of the steps of every other
+sequence padded with zeros).
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,17 +55,24 @@ import keras
 import keras_gru_plus
 from keras_gru_plus import benchmark
 
-layer_name, jit, steps, units, features, batch, calls, warmup = sys.argv[1:]
+layer_name, jit, steps, units, features, batch, calls, warmup, seqs, masked = (
+    sys.argv[1:]
+)
 jit, steps, units = jit == "1", int(steps), int(units)
 features, batch, calls, warmup = int(features), int(batch), int(calls), int(warmup)
+seqs, masked = seqs == "1", masked == "1"
 make = keras_gru_plus.GRU if layer_name == "ours" else keras.layers.GRU
-model = keras.Sequential(
-    [keras.Input((steps, features)), make(units), keras.layers.Dense(1)]
-)
+layers = [keras.Input((steps, features))]
+if masked:
+    layers.append(keras.layers.Masking(0.0))
+layers += [make(units, return_sequences=seqs), keras.layers.Dense(1)]
+model = keras.Sequential(layers)
 model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(batch, steps, features)).astype("float32")
-y = rng.normal(size=(batch, 1)).astype("float32")
+if masked:
+    x[::2, steps - steps // 4 :] = 0.0
+y = rng.normal(size=(batch, steps, 1) if seqs else (batch, 1)).astype("float32")
 start = time.perf_counter()
 model.train_on_batch(x, y)
 first = time.perf_counter() - start
@@ -79,7 +96,8 @@ def run_one(layer_name, jit, args):
         result = subprocess.run(
             [sys.executable, "-c", CHILD, layer_name, "1" if jit else "0"]
             + [str(v) for v in (args.steps, args.units, args.features)]
-            + [str(args.batch), str(args.calls), str(WARMUP_CALLS)],
+            + [str(args.batch), str(args.calls), str(WARMUP_CALLS)]
+            + ["1" if args.return_sequences else "0", "1" if args.masked else "0"],
             env=env,
             capture_output=True,
             text=True,
@@ -103,34 +121,43 @@ def main(argv=None):
     parser.add_argument("--features", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--jit-only", action="store_true")
+    parser.add_argument("--return-sequences", action="store_true")
+    parser.add_argument("--masked", action="store_true")
     parser.add_argument(
         "--out", default=os.path.join(HERE, "results", "torch_compile.json")
     )
     args = parser.parse_args(argv)
     if args.calls <= WARMUP_CALLS:
         parser.error(f"--calls: expected more than {WARMUP_CALLS}, got {args.calls}")
+    if args.repeats < 1:
+        parser.error(f"--repeats: expected at least 1, got {args.repeats}")
+    configs = [(jit, name) for jit in (False, True) for name in ("ours", "builtin")]
+    if args.jit_only:
+        configs = [c for c in configs if c[0]]
+    runs = [c for _ in range(args.repeats) for c in configs]
     rows, machine = [], None
-    for jit in (False, True):
-        for layer_name in ("ours", "builtin"):
-            print(
-                f"[{len(rows) + 1}/4] {layer_name}, jit_compile={jit} ...",
-                flush=True,
-            )
-            measured = run_one(layer_name, jit, args)
-            machine = measured.pop("machine")
-            rows.append({"layer": layer_name, "jit_compile": jit, **measured})
-            print(
-                f"      first call {rows[-1]['first_s']:.1f} s, "
-                f"later steps {rows[-1]['step_ms']:.1f} ms",
-                flush=True,
-            )
+    for i, (jit, layer_name) in enumerate(runs):
+        print(f"[{i + 1}/{len(runs)}] {layer_name}, jit_compile={jit} ...", flush=True)
+        measured = run_one(layer_name, jit, args)
+        machine = measured.pop("machine")
+        rows.append({"layer": layer_name, "jit_compile": jit, **measured})
+        print(
+            f"      first call {rows[-1]['first_s']:.1f} s, "
+            f"later steps {rows[-1]['step_ms']:.1f} ms",
+            flush=True,
+        )
     print("\n| layer | jit_compile | first call (s) | later steps (ms) |")
     print("|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['layer']} | {row['jit_compile']} | {row['first_s']:.1f} "
-            f"| {row['step_ms']:.1f} |"
-        )
+    for jit, layer_name in configs:
+        mine = [r for r in rows if (r["jit_compile"], r["layer"]) == (jit, layer_name)]
+        first = statistics.median(r["first_s"] for r in mine)
+        step = statistics.median(r["step_ms"] for r in mine)
+        each = ""
+        if len(mine) > 1:
+            each = " (" + ", ".join(f"{r['first_s']:.1f}" for r in mine) + ")"
+        print(f"| {layer_name} | {jit} | {first:.1f}{each} | {step:.1f} |")
     results_file.write(args, machine, rows)
 
 

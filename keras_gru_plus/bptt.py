@@ -235,7 +235,7 @@ def _states(h_prev, h_last):
     """The state after every step, `(time, batch, units)`: the state before
     each step (an array or `scan.Blocks`) but the first, then the last."""
     if isinstance(h_prev, scan.Steps):
-        return ops.stack(list(h_prev[1:]) + [h_last])
+        return scan.stacked(list(h_prev[1:]) + [h_last])
     first, *rest = scan.pieces(h_prev)
     return ops.concatenate([first[1:]] + rest + [ops.expand_dims(h_last, 0)], 0)
 
@@ -492,13 +492,14 @@ def _grads_by_step(dh_next, upstream, h_prev, x, keep, t, spec, kept=None):
     Returns `(dh_before_first, d_x, grads)`, the grads by name.
     """
     norms = recurrence.recurrent_norms(t, spec)
-    factors, through_recurrence, weight_grads = _VARIANTS[spec.reset_after]
+    variant = _STEP_VARIANTS[spec.reset_after]
+    factors, through_recurrence, weight_grads, with_deltas = variant
     back_step = _back_step(
         through_recurrence(t.recurrent_kernel, spec, norms),
         t.recurrent_mask,
         keep is not None,
         upstream is not None,
-        False,
+        with_deltas,
     )
     per_step = [None] * len(h_prev)
     for i in reversed(range(len(h_prev))):
@@ -508,10 +509,11 @@ def _grads_by_step(dh_next, upstream, h_prev, x, keep, t, spec, kept=None):
         xs = (() if upstream is None else (upstream[i],)) + (z,) + factors_i
         if keep is not None:
             xs += (keep[i] > 0,)
-        dh_next, g = back_step(dh_next, xs)
-        per_step[i] = (g, h_in, saved, input_stats or ())
-    g, h_in, saved, input_stats = _stacked(per_step)
-    delta_x, grads = weight_grads(g, h_in, saved, t, spec, norms)
+        dh_next, ys = back_step(dh_next, xs)
+        per_step[i] = (ys, h_in, saved, input_stats or ())
+    ys, h_in, saved, input_stats = _stacked(per_step)
+    g, deltas = (ys[0], ys[1:]) if with_deltas else (ys, None)
+    delta_x, grads = weight_grads(g, h_in, saved, t, spec, norms, deltas)
     d_x, projection_grads = _projection_grads(delta_x, x, t, spec, input_stats or None)
     grads.update(projection_grads)
     return dh_next, d_x, grads
@@ -543,7 +545,7 @@ def _stacked(parts):
     first = parts[0]
     if isinstance(first, (list, tuple)):
         return type(first)(_stacked(list(p)) for p in zip(*parts))
-    return ops.stack(parts)
+    return scan.stacked(parts)
 
 
 def _projection_grads(delta_x, x, t, spec, stats=None):
@@ -752,20 +754,29 @@ def _through_norm(delta, stats, norm):
     return delta if norm is None else layer_norm.backward(delta, stats, norm)
 
 
-def _factors_reset_after(h_prev, h_in, gates, spec):
-    """`(z, (by_gate, *stats), saved)`: `by_gate` `(..., 3, units)` holds
-    `[f_z, f_hh * rec_h * r', f_hh * r]`, so that `delta = g * by_gate`."""
+def _parts_reset_after(h_prev, gates, spec):
+    """`(f_z, f_r, f_h, f_hh)`, each `(..., units)`: what `g` = dL/dh_t
+    multiplies to reach the pre-activations of z and r, the candidate's
+    recurrent term `rec_h`, and its input term:
+    `f_z = (h_prev - hh) * z'`, `f_r = f_hh * rec_h * r'`, `f_h = f_hh * r`,
+    `f_hh = (1 - z) * hh'`."""
     z, r, hh, rec_h = gates[:4]
     rec_slope = slope_of(spec.recurrent_activation)
-    f_z = (h_prev - hh) * rec_slope(z)
     f_hh = (1 - z) * slope_of(spec.activation)(hh)
+    return (h_prev - hh) * rec_slope(z), f_hh * rec_h * rec_slope(r), f_hh * r, f_hh
+
+
+def _factors_reset_after(h_prev, h_in, gates, spec):
+    """`(z, (by_gate, *stats), saved)`: `by_gate` `(..., 3, units)` holds
+    `[f_z, f_r, f_h]` (`_parts_reset_after`), so that `delta = g * by_gate`."""
+    *by_gate, f_hh = _parts_reset_after(h_prev, gates, spec)
     # Stacked per gate, so that a step multiplies by broadcasting `g` rather
     # than concatenating three copies (a concatenation costs more than the
     # multiply on PyTorch). What is not returned (r, hh, rec_h: the whole
     # recurrent matmul) is freed on return on eager backends, lowering the
     # backward pass's peak memory.
-    by_gate = ops.stack([f_z, f_hh * rec_h * rec_slope(r), f_hh * r], axis=-2)
-    return z, (by_gate,) + _flat_stats(gates), [by_gate, f_hh, gates.stats]
+    by_gate = ops.stack(by_gate, axis=-2)
+    return gates.z, (by_gate,) + _flat_stats(gates), [by_gate, f_hh, gates.stats]
 
 
 def _through_reset_after(recurrent_kernel, spec, norms):
@@ -783,11 +794,22 @@ def _through_reset_after(recurrent_kernel, spec, norms):
 
 
 def _weight_grads_reset_after(g, h_in, saved, t, spec, norms, deltas=None):
-    units = spec.units
     by_gate = saved.pop(0)
-    delta = ops.reshape(g[..., None, :] * by_gate, ops.shape(g)[:-1] + (3 * units,))
+    delta = ops.reshape(
+        g[..., None, :] * by_gate, ops.shape(g)[:-1] + (3 * spec.units,)
+    )
     del by_gate
-    delta_hh = g * saved.pop(0)
+    return _grads_reset_after(
+        delta, g * saved.pop(0), h_in, saved, t, spec, norms, deltas
+    )
+
+
+def _grads_reset_after(delta, delta_hh, h_in, saved, t, spec, norms, deltas=None):
+    """The gradients of `_weight_grads_reset_after` from `delta` (what
+    reaches the recurrent products, before their normalization) and
+    `delta_hh` (what reaches the candidate's input term); `saved` holds the
+    recurrent normalization's statistics with layer normalization."""
+    units = spec.units
     delta_x = ops.concatenate([delta[..., : 2 * units], delta_hh], axis=-1)
     grads = {}
     if t.candidate_bias is not None:
@@ -858,7 +880,51 @@ def _weight_grads_reset_before(g, h_in, saved, t, spec, norms, deltas=None):
     return delta_x, grads
 
 
+# The reset_after variant of `_grads_by_step`'s reverse steps, traced by
+# `torch.compile` step by step: the factors stay three arrays, and a step
+# concatenates `g` times each into its `delta`, which it emits for the
+# weights' gradients. The blocks' variant (stacked factors, a broadcast,
+# a reshape) traces as 741 lines of Keras' dispatch a step, this as 117
+# (Dynamo's `trace_source` log, Keras 3.15.1, PyTorch 2.13; see
+# `scan.stacked`); compiled, both are one kernel.
+
+
+def _step_factors_reset_after(h_prev, h_in, gates, spec):
+    """`(z, (f_z, f_r, f_h, *stats), saved)`, `saved` `[f_hh, stats]`."""
+    *parts, f_hh = _parts_reset_after(h_prev, gates, spec)
+    return gates.z, tuple(parts) + _flat_stats(gates), [f_hh, gates.stats]
+
+
+def _step_through_reset_after(recurrent_kernel, spec, norms):
+    kernel_t = ops.transpose(recurrent_kernel)
+    norm = None if norms is None else norms[0]
+
+    def through(g, factors):
+        # delta_t = [delta_z, delta_r, delta_rec_h], then LNback, then R^T;
+        # the step emits delta_t before the normalization.
+        delta = ops.concatenate([g * f for f in factors[:3]], -1)
+        return _through_norm(delta, factors[3:5], norm) @ kernel_t, (delta,)
+
+    return through
+
+
+def _step_weight_grads_reset_after(g, h_in, saved, t, spec, norms, deltas):
+    """`_weight_grads_reset_after` from the steps' `deltas`."""
+    return _grads_reset_after(deltas[0], g * saved.pop(0), h_in, saved, t, spec, norms)
+
+
 _VARIANTS = {
     True: (_factors_reset_after, _through_reset_after, _weight_grads_reset_after),
     False: (_factors_reset_before, _through_reset_before, _weight_grads_reset_before),
+}
+# `_grads_by_step`'s, each with whether its steps emit their deltas (the
+# reset_before variant's steps already concatenate once and no more).
+_STEP_VARIANTS = {
+    True: (
+        _step_factors_reset_after,
+        _step_through_reset_after,
+        _step_weight_grads_reset_after,
+        True,
+    ),
+    False: _VARIANTS[False] + (False,),
 }

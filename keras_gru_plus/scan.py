@@ -141,6 +141,21 @@ class Steps(tuple):
     """
 
 
+def stacked(arrays):
+    """`ops.stack(arrays)` (along a new first axis), written as the
+    concatenation of each array's view with a leading axis of 1.
+
+    The same array, for the paths of `Steps`, which run traced by
+    `torch.compile`: Dynamo traces the Python of every `keras.ops` call, and
+    `ops.stack` first flattens its list as a nested structure (Keras'
+    `tree`, through PyTorch's pytree), where `ops.concatenate` checks its
+    arrays one by one. Counted in Dynamo's `trace_source` log (Keras 3.15.1,
+    PyTorch 2.13), 10 arrays: 977 lines stacked, 339 concatenated; 3
+    arrays: 402 and 115.
+    """
+    return ops.concatenate([a[None] for a in arrays], 0)
+
+
 def pieces(a):
     """The arrays of `Blocks` in order, or `[a]`."""
     return list(a) if isinstance(a, Blocks) else [a]
@@ -156,7 +171,7 @@ def joined(a):
     """`a` as one array: `Steps` stacked, `Blocks` concatenated along time,
     an array as it is."""
     if isinstance(a, Steps):
-        return ops.stack(list(a))
+        return stacked(a)
     parts = pieces(a)
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, 0)
 

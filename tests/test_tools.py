@@ -479,12 +479,28 @@ def test_torch_compile_script_refuses_too_few_calls(capsys):
     assert "--calls: expected more than 10, got 10" in capsys.readouterr().err
 
 
+def test_torch_compile_script_refuses_no_repeats(capsys):
+    with pytest.raises(SystemExit):
+        _benchmark_script("torch_compile").main(["--repeats", "0"])
+    assert "--repeats: expected at least 1, got 0" in capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_torch_compile_script_times_a_fresh_process():
+@pytest.mark.parametrize("variant", ["last state", "sequences, masked"])
+def test_torch_compile_script_times_a_fresh_process(variant):
     # The script's runs are Keras on PyTorch, whatever this suite's backend.
     pytest.importorskip("torch")
     script = _benchmark_script("torch_compile")
-    args = argparse.Namespace(steps=4, units=3, features=2, batch=2, calls=12)
+    flags = variant != "last state"
+    args = argparse.Namespace(
+        steps=4,
+        units=3,
+        features=2,
+        batch=2,
+        calls=12,
+        return_sequences=flags,
+        masked=flags,
+    )
     for layer_name in ("ours", "builtin"):
         measured = script.run_one(layer_name, False, args)
         assert measured["first_s"] > 0 and measured["step_ms"] > 0
