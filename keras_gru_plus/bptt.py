@@ -695,8 +695,10 @@ def _back_step(through_recurrence, recurrent_mask, masked, with_upstream, keep_d
     last step), then the step's mask when `masked`; `g_t` is the gradient
     reaching `h_t` (zero at masked steps). `through_recurrence(g_t,
     factors_t)` is `(dh, deltas)`: the part of dL/dh_{t-1} that goes
-    through `R`, and the gradients reaching the recurrent products `h R`
-    on the way (the formula variant's).
+    through `R`, and the gradients it made on the way: those reaching the
+    recurrent products `h R` (the blocks' variants), or with
+    `_step_through_reset_after` what reaches `LN(h R)`, before the
+    normalization's backward pass.
     """
 
     def back_step(dh_next, xs):
@@ -735,8 +737,9 @@ def _back_step(through_recurrence, recurrent_mask, masked, with_upstream, keep_d
 def _flat_stats(gates):
     """The statistics of `gates` as one flat tuple `(n_1, s_1, n_2, ...)`,
     which a reverse step takes after its other factors (`_back_step`):
-    `(n, s)` at `factors[1:3]` (`reset_after=True`), or `(n_zr, s_zr, n_h,
-    s_h)` at `factors[4:8]`."""
+    `(n, s)` at `factors[1:3]` (`reset_after=True`; `factors[3:5]` in
+    `_step_factors_reset_after`'s), or `(n_zr, s_zr, n_h, s_h)` at
+    `factors[4:8]`."""
     return tuple(a for stats in gates.stats for a in stats)
 
 
