@@ -100,13 +100,16 @@ class GRU(keras.Layer):
     has the training steps project their own inputs, so that the steps
     compile to shared kernels (`policy.BackendPolicy.compiled`). Measured
     with the model of `benchmarks/torch_compile.py` (50 steps, 32 units, 2
-    CPU cores, `OMP_NUM_THREADS=1`, an empty Inductor cache, one run each,
-    interleaved, on a slow day): the first training call takes 128.1 s
-    here against 129.0 s for `keras.layers.GRU` (173.5 s before the steps
-    projected their own inputs), a later step 13.5 ms against 12.3 ms (in
-    earlier runs 3.54-3.7 ms against 4.6-4.95 ms). Without it (Keras'
-    default on PyTorch) nothing is compiled, and a step takes 11.0 ms (the
-    built-in 11.5 ms, on the day of the earlier runs). So compile with
+    CPU cores, `OMP_NUM_THREADS=1`, an empty Inductor cache, medians of
+    three runs each, interleaved, on a slow day): the first training call
+    takes 108.7 s here against 132.1 s for `keras.layers.GRU` (173.5 s
+    before the steps projected their own inputs), a later step 13.9 ms
+    against 18.2 ms (in earlier runs 3.54-3.7 ms against 4.6-4.95 ms).
+    With a mask and `return_sequences=True` some steps still compile
+    kernels of their own: 213.2 s against the built-in's 85.4 s, but then
+    12.0 ms a step against 123.8 ms. Without it (Keras' default on
+    PyTorch) nothing is compiled, and a step takes 11.0 ms (the built-in
+    11.5 ms, on the day of the earlier runs). So compile with
     `jit_compile=True` for long training runs only, and recompile a model
     loaded from a file written with it (as a JAX model may be) for short
     ones: `model.compile(..., jit_compile=False)`.

@@ -15,6 +15,7 @@ from keras_gru_plus import scan
 from keras_gru_plus import sequence
 from keras_gru_plus import tracing
 from tests.helpers import BACKEND
+from tests.helpers import float64
 
 PACKAGE = os.path.dirname(os.path.abspath(keras_gru_plus.__file__))
 # The layer's math: everything but the command-line tools and interop.
@@ -285,6 +286,21 @@ def test_a_python_loop_of_blocks_keeps_its_outputs_per_block(n_steps):
         reverse=True,
     )
     np.testing.assert_allclose(keras.ops.convert_to_numpy(scan.joined(back)), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_steps_are_stacked_along_a_new_first_axis(dtype):
+    # `scan.stacked` concatenates views where `ops.stack` would stack: the
+    # same array (against NumPy's stack), whatever the rank and dtype.
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(3, 2, 4)).astype(dtype) for _ in range(5)]
+    with float64():
+        steps = scan.Steps(keras.ops.convert_to_tensor(a) for a in arrays)
+        out = scan.joined(steps)
+        one = scan.stacked([keras.ops.convert_to_tensor(arrays[0][0, 0])])
+        assert keras.backend.standardize_dtype(out.dtype) == dtype
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.stack(arrays))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(one), arrays[0][:1, 0])
 
 
 def test_a_python_loop_of_blocks_refuses_blocks_cut_otherwise():
