@@ -12,6 +12,7 @@ import pytest
 
 import keras_gru_plus
 from keras_gru_plus import bptt
+from keras_gru_plus import policy
 from keras_gru_plus import recurrence
 from tests import reference
 from tests.helpers import BACKEND
@@ -389,8 +390,6 @@ def test_float64_backward_pass_keeps_float64(reset_after, resize, plans):
 
 
 def test_gru_states_rejects_steps_with_their_own_inputs_in_blocks():
-    from keras_gru_plus import policy
-
     weights = recurrence.GRUWeights(
         np.zeros((5, 12), "float32"), np.zeros((4, 12), "float32")
     )
