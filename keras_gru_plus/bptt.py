@@ -30,9 +30,10 @@ forward steps keep their states (and their gates, where kept) one array per
 step (`scan.Steps`), each reverse step reads those or recomputes its gates
 from them (`_grads_by_step`), and the steps' kernels are alike, compiled
 once; what the weights' gradients take is stacked after the loop. The step
-mask and the gradient of every step's output (`return_sequences`) are still
-read as slices, the inputs as slices through a matmul (which takes them
-where they lie).
+mask and the gradient of every step's output (`return_sequences`), which
+the steps read elementwise, are copied one array per step through a matmul
+(`scan.copied_steps`); the inputs are read as slices by the matmul of their
+projection (which takes them where they lie).
 
 This stores no autodiff intermediates of every step, and it lets TensorFlow
 compile the training step with XLA: autodiff through its `while_loop`
@@ -336,7 +337,9 @@ def _forward(t, spec, plan):
     with the plan's `step_inputs`, `scan.Steps` (the steps project their
     own inputs).
     """
-    keep = None if t.mask is None else t.mask > 0
+    keep = None if t.mask is None else t.mask
+    if keep is not None and plan.step_inputs:
+        keep = scan.copied_steps(keep)
     norms = recurrence.recurrent_norms(t, spec)
     step = _forward_step(t, spec, plan, norms, keep is not None)
     # With kept gates the backward pass needs the inputs' projection only
@@ -414,7 +417,7 @@ def _forward_step(t, spec, plan, norms, masked):
         )
         h_new = gates.hh + gates.z * (h - gates.hh)
         if masked:
-            h_new = ops.where(xs[-1], h_new, h)
+            h_new = ops.where(xs[-1] > 0, h_new, h)
         if not plan.keep_gates:
             # The state alone, shaped like the carry (TensorFlow's `scan`).
             return h_new, h
@@ -486,12 +489,17 @@ def _grads_by_step(dh_next, upstream, h_prev, x, keep, t, spec, kept=None):
     reads its `scan.Steps` state and kept gates (or recomputes them,
     projecting its inputs through a matmul), so that a compiler that bakes
     slice offsets into kernels compiles the same kernels for every step
-    (but where it reads the step mask or the gradient of every step's
-    output, slices). What the weights' gradients take is stacked after.
+    (the step mask and the gradient of every step's output, which the steps
+    read elementwise, copied one array per step: `scan.copied_steps`). What
+    the weights' gradients take is stacked after.
 
     Returns `(dh_before_first, d_x, grads)`, the grads by name.
     """
     norms = recurrence.recurrent_norms(t, spec)
+    if upstream is not None:
+        upstream = scan.copied_steps(upstream)
+    if keep is not None:
+        keep = scan.copied_steps(keep)
     variant = _STEP_VARIANTS[spec.reset_after]
     factors, through_recurrence, weight_grads, with_deltas = variant
     back_step = _back_step(

@@ -58,8 +58,8 @@ class BackendPolicy:
             (`scan.Steps`), from which each reverse step takes its gates
             (`bptt._grads_by_step`): a graph compiler that bakes a slice's
             offset into each step's kernels then compiles one set of
-            kernels for every step (but where a step reads the step mask
-            or the gradient of every step's output, slices).
+            kernels for every step (the step mask and the gradient of every
+            step's output copied one array per step, `scan.copied_steps`).
         keep_norm_deltas: with layer normalization and kept gates, whether
             the reverse steps of the training pass also emit the gradients
             that reach the recurrent products through their normalizations

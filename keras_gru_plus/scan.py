@@ -156,6 +156,30 @@ def stacked(arrays):
     return ops.concatenate([a[None] for a in arrays], 0)
 
 
+def copied_steps(a):
+    """A time-major array `a` as `Steps`, each step's array a copy made by
+    a matmul by `[[1]]` (exact: every value times one).
+
+    For the steps that `torch.compile` traces (the plan's `step_inputs`):
+    Inductor bakes the offset of a step's slice into the kernel that reads
+    it elementwise, so that every step compiles a kernel of its own, but
+    hands a matmul its operand as a pointer and strides: one kernel for all
+    steps, and a step that reads its copy reads an array of its own.
+
+    The matmul must stay one: Inductor turns a batched matmul whose inner
+    size is 1 into a product, and PyTorch folds `(..., n, 1) @ (1, 1)` into
+    one matrix product only where the axes before the last are contiguous.
+    So `a` is first made contiguous after its time axis (two reshapes, a
+    copy where `a` is a transposed view, such as the gradient of the
+    layer's batch-major outputs); per step the slice is viewed `(..., 1)`
+    by indexing (`ops.reshape` traces as 330 lines of Keras' dispatch a
+    call in Dynamo's `trace_source` log, indexing as a few).
+    """
+    one = ops.ones((1, 1), a.dtype)
+    a = ops.reshape(ops.reshape(a, (-1,)), a.shape)
+    return Steps((a[t][..., None] @ one)[..., 0] for t in range(a.shape[0]))
+
+
 def pieces(a):
     """The arrays of `Blocks` in order, or `[a]`."""
     return list(a) if isinstance(a, Blocks) else [a]

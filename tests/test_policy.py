@@ -2,8 +2,13 @@
 derived from the table, and the math asking nothing else."""
 
 import ast
+import collections
 import dataclasses
 import os
+import re
+import subprocess
+import sys
+import tempfile
 
 import keras
 import numpy as np
@@ -301,6 +306,90 @@ def test_steps_are_stacked_along_a_new_first_axis(dtype):
         assert keras.backend.standardize_dtype(out.dtype) == dtype
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(out), np.stack(arrays))
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(one), arrays[0][:1, 0])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("layout", ["time-major", "transposed view"])
+def test_copied_steps_are_exact_copies(dtype, layout):
+    # `scan.copied_steps` copies each step through a matmul by one: every
+    # value, infinities and NaN included, comes back bit for bit (against
+    # NumPy's slices), from a contiguous array and from a transposed view
+    # (made contiguous first), with any trailing shape.
+    rng = np.random.default_rng(0)
+    for trailing in [(3, 4), (3, 1), (2, 3, 2)]:
+        a = rng.normal(size=(5,) + trailing).astype(dtype)
+        a[1, 0, 0] = np.inf
+        a[2, -1, 0] = -np.inf
+        a[3, 0, -1] = np.nan
+        with float64():
+            x = keras.ops.convert_to_tensor(a)
+            if layout == "transposed view":
+                x = keras.ops.swapaxes(
+                    keras.ops.convert_to_tensor(np.swapaxes(a, 0, 1).copy()), 0, 1
+                )
+            steps = scan.copied_steps(x)
+            assert isinstance(steps, scan.Steps) and len(steps) == 5
+            for t, step in enumerate(steps):
+                assert keras.backend.standardize_dtype(step.dtype) == dtype
+                got = keras.ops.convert_to_numpy(step)
+                assert got.shape == trailing
+                np.testing.assert_array_equal(got, a[t])
+
+
+# A masked, sequence-returning model trained once with `jit_compile=True`
+# (PyTorch: `torch.compile`, Inductor's C++ kernels logged by
+# `TORCH_LOGS=output_code`).
+_COMPILED_CHILD = r"""
+import sys
+import numpy as np
+import keras
+import keras_gru_plus
+
+steps = int(sys.argv[1])
+model = keras.Sequential(
+    [
+        keras.Input((steps, 2)),
+        keras.layers.Masking(0.0),
+        keras_gru_plus.GRU(3, return_sequences=True),
+        keras.layers.Dense(1),
+    ]
+)
+model.compile("sgd", "mse", jit_compile=True)
+x = np.random.default_rng(0).normal(size=(4, steps, 2)).astype("float32")
+x[::2, -1] = 0.0
+model.train_on_batch(x, np.zeros((4, steps, 1), "float32"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="torch.compile's kernels: the PyTorch suite runs this",
+)
+def test_compiled_masked_steps_share_their_kernels():
+    # Inductor bakes the offset of a step's slice into the kernel reading it;
+    # the steps of `step_inputs` read their own arrays (the step mask and
+    # the gradient of every step's output through `scan.copied_steps`), so
+    # no kernel is compiled once per step. Inductor numbers the variants of
+    # one fused kernel `cpp_fused_<ops>_<n>`: at 12 steps, before the
+    # copies, two kernels had 11 variants each; with them, at most 5 (some
+    # steps still write into the concatenation of the steps' outputs).
+    steps = 12
+    env = dict(os.environ, KERAS_BACKEND="torch", TORCH_LOGS="output_code")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory() as cache:
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        done = subprocess.run(
+            [sys.executable, "-c", _COMPILED_CHILD, str(steps)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = set(re.findall(r"cpp_fused_\w+", done.stdout + done.stderr))
+    variants = collections.Counter(re.sub(r"_\d+$", "", name) for name in names)
+    assert names and max(variants.values()) <= steps // 2, variants.most_common(3)
 
 
 def test_a_python_loop_of_blocks_refuses_blocks_cut_otherwise():
