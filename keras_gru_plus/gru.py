@@ -105,9 +105,9 @@ class GRU(keras.Layer):
     takes 108.7 s here against 132.1 s for `keras.layers.GRU` (173.5 s
     before the steps projected their own inputs), a later step 13.9 ms
     against 18.2 ms (in earlier runs 3.54-3.7 ms against 4.6-4.95 ms).
-    With a mask and `return_sequences=True` some steps still compile
-    kernels of their own: 213.2 s against the built-in's 85.4 s, but then
-    12.0 ms a step against 123.8 ms. Without it (Keras' default on
+    With a mask and `return_sequences=True` (on a faster day) the first
+    call takes 120.3 s against the built-in's 65.6 s, but then 11.6 ms a
+    step against 101.8 ms. Without it (Keras' default on
     PyTorch) nothing is compiled, and a step takes 11.0 ms (the built-in
     11.5 ms, on the day of the earlier runs). So compile with
     `jit_compile=True` for long training runs only, and recompile a model

@@ -314,7 +314,12 @@ POLICIES = {
         # instead: 127.2 s, later steps 17.0 ms (not kept). With the reverse
         # steps' Keras calls cut (`bptt._STEP_VARIANTS`, `scan.stacked`):
         # 108.4-109.8 s against the built-in's 126.7-137.7 s, three runs
-        # each, interleaved; tracing 26.5 s in a run of its own.
+        # each, interleaved; tracing 26.5 s in a run of its own. With a
+        # mask and `return_sequences`, the steps' copies of the step mask
+        # and of the outputs' gradient (`scan.copied_steps`): 38 -> 28
+        # kernels at 10 steps; at 50 steps (2026-12-08) 163.5 -> 119.6 and
+        # 121.0 s, the built-in 65.4 and 65.8 s (later steps 11.6 against
+        # 101.8 ms).
         compiled=(
             ("step_inputs", True),
             ("keep_gates", False),
