@@ -158,7 +158,8 @@ def stacked(arrays):
 
 def copied_steps(a):
     """A time-major array `a` as `Steps`, each step's array a copy made by
-    a matmul by `[[1]]` (exact: every value times one).
+    a matmul by `[[1]]` (exact, every value times one, where matmuls keep
+    the dtype's full precision: PyTorch's default, and not TF32).
 
     For the steps that `torch.compile` traces (the plan's `step_inputs`):
     Inductor bakes the offset of a step's slice into the kernel that reads

@@ -375,7 +375,13 @@ def test_compiled_masked_steps_share_their_kernels():
     # copies, two kernels had 11 variants each; with them, at most 5 (some
     # steps still write into the concatenation of the steps' outputs).
     steps = 12
-    env = dict(os.environ, KERAS_BACKEND="torch", TORCH_LOGS="output_code")
+    # On a CPU (a GPU's kernels are Triton's, not C++).
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="torch",
+        TORCH_LOGS="output_code",
+        CUDA_VISIBLE_DEVICES="",
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as cache:
         env["TORCHINDUCTOR_CACHE_DIR"] = cache
