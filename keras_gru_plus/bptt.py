@@ -337,7 +337,7 @@ def _forward(t, spec, plan):
     with the plan's `step_inputs`, `scan.Steps` (the steps project their
     own inputs).
     """
-    keep = None if t.mask is None else t.mask
+    keep = t.mask
     if keep is not None and plan.step_inputs:
         keep = scan.copied_steps(keep)
     norms = recurrence.recurrent_norms(t, spec)

@@ -19,6 +19,7 @@ from keras_gru_plus import policy
 from keras_gru_plus import scan
 from keras_gru_plus import sequence
 from keras_gru_plus import tracing
+from tests import processes
 from tests.helpers import BACKEND
 from tests.helpers import float64
 
@@ -375,16 +376,14 @@ def test_compiled_masked_steps_share_their_kernels():
     # copies, two kernels had 11 variants each; with them, at most 5 (some
     # steps still write into the concatenation of the steps' outputs).
     steps = 12
-    # On a CPU (a GPU's kernels are Triton's, not C++).
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="torch",
-        TORCH_LOGS="output_code",
-        CUDA_VISIBLE_DEVICES="",
-    )
-    env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as cache:
-        env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        # On the CPUs (`processes.environment`: a GPU's kernels are
+        # Triton's, not C++), with an empty Inductor cache.
+        env = processes.environment(
+            KERAS_BACKEND="torch",
+            TORCH_LOGS="output_code",
+            TORCHINDUCTOR_CACHE_DIR=cache,
+        )
         done = subprocess.run(
             [sys.executable, "-c", _COMPILED_CHILD, str(steps)],
             env=env,
