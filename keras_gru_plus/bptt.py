@@ -337,9 +337,9 @@ def _forward(t, spec, plan):
     with the plan's `step_inputs`, `scan.Steps` (the steps project their
     own inputs).
     """
-    keep = t.mask
+    keep = None if t.mask is None else t.mask > 0
     if keep is not None and plan.step_inputs:
-        keep = scan.copied_steps(keep)
+        keep = scan.Steps(m > 0 for m in scan.copied_steps(t.mask))
     norms = recurrence.recurrent_norms(t, spec)
     step = _forward_step(t, spec, plan, norms, keep is not None)
     # With kept gates the backward pass needs the inputs' projection only
@@ -417,7 +417,7 @@ def _forward_step(t, spec, plan, norms, masked):
         )
         h_new = gates.hh + gates.z * (h - gates.hh)
         if masked:
-            h_new = ops.where(xs[-1] > 0, h_new, h)
+            h_new = ops.where(xs[-1], h_new, h)
         if not plan.keep_gates:
             # The state alone, shaped like the carry (TensorFlow's `scan`).
             return h_new, h
